@@ -1,0 +1,1 @@
+"""Plumbing the three training scripts share: config, data, run folder, checkpoints, loop."""
