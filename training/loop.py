@@ -1,0 +1,250 @@
+"""The training loop the GAN scripts share.
+
+A model plugs in as a `GANTask` (networks, optimizers, one training step, a
+sampler for its averaged generator). This loop owns everything around it:
+command line, Accelerate, data, kimg bookkeeping, logging, sample grids,
+periodic FID/KID with best.pt, checkpoints and deterministic resume.
+
+    config, task = ...                   # see train_stylegan2.py
+    ctx = setup(MyConfig, __doc__)
+    train(ctx, MyTask(ctx))
+"""
+
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import torch
+
+from training.checkpoint import CheckpointError, load_checkpoint, resolve_resume
+from training.config import ConfigError, exit_with_error, parse_command_line, to_dict
+from training.data import DataError, ImageBatches, load_images
+from training.images import to_uint8
+from training.run import Run
+from training.seeding import rng_state, seed_everything, set_rng_state
+
+GRID_SAMPLES = 64  # fixed sample indices shown in every grid
+
+Sampler = Callable[[torch.Tensor], torch.Tensor]  # sample indices -> images in [-1, 1]
+
+
+class GANTask(Protocol):
+    """What a model provides to the loop."""
+
+    name: str  # stored as checkpoint["model"]; nets.load_sampler dispatches on it
+
+    def train_step(self, real: torch.Tensor, step: int) -> dict[str, torch.Tensor | float]:
+        """One optimization step on this process's share of the batch (float, [-1, 1]).
+
+        Returns scalars to log (this process's values; the loop averages them
+        over processes), named like 'Loss/G/adv'. Every process must return the
+        same names at the same step.
+        """
+
+    def sampler(self) -> Sampler:
+        """The generator used for samples and metrics (the EMA one), unwrapped from DDP.
+
+        It runs on one process alone for sample grids, so it must not
+        communicate with the other processes.
+        """
+
+    def state_dict(self) -> dict:
+        """Networks, optimizers and any training state, as tensors and JSON-able values."""
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+@dataclass
+class Context:
+    config: object
+    accelerator: object
+    run: Run
+    data: ImageBatches
+    resume_path: str | None
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def local_batch(self) -> int:
+        return self.config.train.batch_size // self.accelerator.num_processes
+
+
+def setup(config_cls, description: str, argv: list[str] | None = None) -> Context:
+    """Command line, Accelerate, run folder and data, with bad input turned into one-line errors."""
+    from accelerate import Accelerator
+
+    config, args = parse_command_line(config_cls, description, argv)
+    precision = {"fp32": "no", "fp16": "fp16", "bf16": "bf16"}[config.precision]
+    accelerator = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
+    with user_errors():
+        if config.train.batch_size % accelerator.num_processes:
+            raise ConfigError(f"train.batch_size: expected a multiple of the {accelerator.num_processes} "
+                              f"processes, got {config.train.batch_size}")
+        if precision != "no" and accelerator.device.type == "cpu" and config.precision == "fp16":
+            raise ConfigError("precision: fp16 needs a GPU; use fp32 or bf16 on the CPU")
+        seed_everything(config.seed)
+        run = Run(config, accelerator, args.config)
+        resume_path = resolve_resume(args.resume, config.out_dir)
+        images = load_images(config.data.path, config.data.resolution, config.data.channels)
+    accelerator.print(f"{len(images)} images from {config.data.path} at {config.data.resolution}px, "
+                      f"{accelerator.num_processes} process(es) on {accelerator.device}, run folder {config.out_dir}")
+    data = ImageBatches(images, config.train.batch_size, config.seed,
+                        hflip=config.data.hflip, vflip=config.data.vflip, device=accelerator.device)
+    return Context(config, accelerator, run, data, resume_path)
+
+
+class user_errors:
+    """Config, data and checkpoint problems end the process with one line and status 2."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if isinstance(error, (ConfigError, DataError, CheckpointError)):
+            if int(os.environ.get("RANK", "0")) == 0:
+                print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
+        return False
+
+
+def crossed(previous_kimg: float, kimg: float, every_kimg: float) -> bool:
+    """Did training pass a multiple of `every_kimg` between the two counters?"""
+    return every_kimg > 0 and math.floor(kimg / every_kimg + 1e-9) > math.floor(previous_kimg / every_kimg + 1e-9)
+
+
+class ScalarAverager:
+    """Sums step scalars on the device (no per-step sync) and averages them over steps and processes."""
+
+    def __init__(self, accelerator):
+        self.accelerator = accelerator
+        self.sums, self.counts = {}, {}
+
+    def add(self, scalars: dict) -> None:
+        for name, value in scalars.items():
+            value = torch.as_tensor(value, dtype=torch.float32, device=self.accelerator.device).detach()
+            self.sums[name] = self.sums.get(name, 0) + value
+            self.counts[name] = self.counts.get(name, 0) + 1
+
+    def pop(self) -> dict[str, float]:
+        names = sorted(self.sums)
+        if not names:
+            return {}
+        means = torch.stack([self.sums[n] / self.counts[n] for n in names])
+        if self.accelerator.num_processes > 1:
+            means = self.accelerator.reduce(means, reduction="mean")
+        self.sums, self.counts = {}, {}
+        return dict(zip(names, means.tolist()))
+
+
+def check_resumable(checkpoint: dict, config, name: str) -> None:
+    """Refuse a checkpoint whose networks the current config would not rebuild."""
+    if checkpoint["model"] != name:
+        raise CheckpointError(f"--resume: checkpoint is a {checkpoint['model']} run, not {name}")
+    saved, current = checkpoint["config"], to_dict(config)
+    for section, key in [("model", None), ("data", "resolution"), ("data", "channels")]:
+        a, b = saved.get(section), current.get(section)
+        if key:
+            a, b = (a or {}).get(key), (b or {}).get(key)
+        if a != b:
+            where = f"{section}.{key}" if key else section
+            raise CheckpointError(f"--resume: the checkpoint was trained with {where}={a}, the config says {b}; "
+                                  f"use the run's own config.yaml")
+
+
+def train(ctx: Context, task: GANTask) -> None:
+    """Run `task` from its start (or the resume checkpoint) to config.train.kimg."""
+    config, accelerator, run, data = ctx.config, ctx.accelerator, ctx.run, ctx.data
+    batch = config.train.batch_size
+    total_steps = math.ceil(config.train.kimg * 1000 / batch)
+    step, best_fid = 0, float("inf")
+    if ctx.resume_path:
+        with user_errors():
+            checkpoint = load_checkpoint(ctx.resume_path)
+            check_resumable(checkpoint, config, task.name)
+        task.load_state_dict(checkpoint)
+        step, best_fid = checkpoint["step"], checkpoint["best_fid"]
+        set_rng_state(checkpoint["rng"])
+        accelerator.print(f"resumed from {ctx.resume_path} at step {step} ({step * batch / 1000:.2f} kimg)")
+
+    def checkpoint_state() -> dict:
+        return {"model": task.name, "config": to_dict(config), "step": step, "kimg": step * batch / 1000,
+                "best_fid": best_fid, "rng": rng_state(), **task.state_dict()}
+
+    evaluator = None
+
+    def evaluate(kimg: float) -> None:
+        nonlocal evaluator, best_fid
+        from eval.fid import Evaluator
+        if evaluator is None:
+            evaluator = Evaluator(data.images, accelerator.device, batch_size=config.eval.batch_size,
+                                  kid_subsets=config.eval.kid_subsets, kid_subset_size=config.eval.kid_subset_size)
+        metrics = evaluator.evaluate(task.sampler(), config.eval.num_samples)
+        run.log_metrics({"step": step, "kimg": round(kimg, 3), **metrics}, kimg)
+        accelerator.print(f"kimg {kimg:.2f}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()
+                                                         if isinstance(v, float)))
+        if metrics["fid"] < best_fid:
+            best_fid = metrics["fid"]
+            run.save_checkpoint(checkpoint_state(), "best.pt")
+
+    def save_grid(kimg: float) -> None:
+        if run.is_main:
+            with torch.no_grad():
+                images = task.sampler()(torch.arange(GRID_SAMPLES))
+            run.save_samples(to_uint8(images), kimg)
+
+    averager = ScalarAverager(accelerator)
+    progress = None
+    if run.is_main:
+        from tqdm import tqdm
+        progress = tqdm(total=round(total_steps * batch / 1000, 3), initial=round(step * batch / 1000, 3),
+                        unit="kimg", dynamic_ncols=True, disable=None)
+    if step == 0:
+        save_grid(0.0)
+    window_start, window_images = time.perf_counter(), 0
+    rank, world = accelerator.process_index, accelerator.num_processes
+    while step < total_steps:
+        real = data.batch(step, rank, world)
+        averager.add(task.train_step(real, step))
+        previous_kimg, step = step * batch / 1000, step + 1
+        kimg, done = step * batch / 1000, step == total_steps
+        window_images += batch
+
+        if crossed(previous_kimg, kimg, config.train.log_every_kimg) or done:
+            seconds = time.perf_counter() - window_start
+            scalars = averager.pop()
+            scalars["Progress/img_per_s"] = window_images / max(seconds, 1e-9)
+            scalars["Progress/sec_per_kimg"] = seconds * 1000 / window_images
+            scalars["Progress/kimg"] = kimg
+            if torch.cuda.is_available():
+                scalars["Resources/peak_gpu_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
+            run.log_scalars(scalars, kimg)
+            if progress is not None:
+                progress.update(round(kimg - progress.n, 3))
+                progress.set_postfix({k.split("/", 1)[-1]: f"{v:.3g}" for k, v in scalars.items()
+                                      if k.startswith("Loss/")} | {"img/s": f"{scalars['Progress/img_per_s']:.0f}"})
+        if crossed(previous_kimg, kimg, config.train.sample_every_kimg) or done:
+            save_grid(kimg)
+        if crossed(previous_kimg, kimg, config.eval.every_kimg) or (done and config.eval.every_kimg > 0):
+            evaluate(kimg)
+        if crossed(previous_kimg, kimg, config.train.checkpoint_every_kimg) or done:
+            run.save_checkpoint(checkpoint_state(), "last.pt")
+        if crossed(previous_kimg, kimg, config.train.log_every_kimg) or done:
+            window_start, window_images = time.perf_counter(), 0  # throughput excludes evaluation and saving
+
+    if progress is not None:
+        progress.close()
+    finish(ctx)
+
+
+def finish(ctx: Context) -> None:
+    """Close files and leave the process group so every process exits 0 together."""
+    ctx.run.close()
+    ctx.accelerator.wait_for_everyone()
+    ctx.accelerator.end_training()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
