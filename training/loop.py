@@ -20,7 +20,7 @@ from typing import Callable, Protocol
 import torch
 
 from training.checkpoint import CheckpointError, load_checkpoint, resolve_resume
-from training.config import ConfigError, exit_with_error, parse_command_line, to_dict
+from training.config import ConfigError, parse_command_line, to_dict
 from training.data import DataError, ImageBatches, load_images
 from training.images import to_uint8
 from training.run import Run
@@ -74,8 +74,12 @@ class Context:
         return self.config.train.batch_size // self.accelerator.num_processes
 
 
-def setup(config_cls, description: str, argv: list[str] | None = None) -> Context:
-    """Command line, Accelerate, run folder and data, with bad input turned into one-line errors."""
+def start(config_cls, description: str, argv: list[str] | None = None):
+    """Command line, Accelerate and run folder: (config, accelerator, run, resume_path).
+
+    For scripts that load their data themselves (SinGAN's single image); the
+    others call `setup`.
+    """
     from accelerate import Accelerator
 
     config, args = parse_command_line(config_cls, description, argv)
@@ -85,11 +89,18 @@ def setup(config_cls, description: str, argv: list[str] | None = None) -> Contex
         if config.train.batch_size % accelerator.num_processes:
             raise ConfigError(f"train.batch_size: expected a multiple of the {accelerator.num_processes} "
                               f"processes, got {config.train.batch_size}")
-        if precision != "no" and accelerator.device.type == "cpu" and config.precision == "fp16":
+        if accelerator.device.type == "cpu" and config.precision == "fp16":
             raise ConfigError("precision: fp16 needs a GPU; use fp32 or bf16 on the CPU")
         seed_everything(config.seed)
         run = Run(config, accelerator, args.config)
         resume_path = resolve_resume(args.resume, config.out_dir)
+    return config, accelerator, run, resume_path
+
+
+def setup(config_cls, description: str, argv: list[str] | None = None) -> Context:
+    """Command line, Accelerate, run folder and the image set, with bad input turned into one-line errors."""
+    config, accelerator, run, resume_path = start(config_cls, description, argv)
+    with user_errors():
         images = load_images(config.data.path, config.data.resolution, config.data.channels)
     accelerator.print(f"{len(images)} images from {config.data.path} at {config.data.resolution}px, "
                       f"{accelerator.num_processes} process(es) on {accelerator.device}, run folder {config.out_dir}")
