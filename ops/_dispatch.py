@@ -1,0 +1,41 @@
+"""Chooses between the CUDA and the reference implementation of an op."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+
+# SMALLGAN_OPS_IMPL=ref forces the pure-PyTorch reference everywhere.
+ENV_IMPL = "SMALLGAN_OPS_IMPL"
+
+_warned = False
+
+
+def forced_ref() -> bool:
+    """True when the environment forces the reference implementation."""
+    value = os.environ.get(ENV_IMPL, "").strip().lower()
+    if value in ("", "auto", "cuda"):
+        return False
+    if value == "ref":
+        return True
+    raise ValueError(f"{ENV_IMPL} must be 'ref', 'cuda' or 'auto', got {value!r}")
+
+
+def use_cuda(x: torch.Tensor, impl: str | None) -> bool:
+    """True when an op on x should run the CUDA implementation."""
+    if impl not in (None, "cuda", "ref"):
+        raise ValueError(f"impl must be 'cuda', 'ref' or None, got {impl!r}")
+    if impl == "ref" or x.device.type != "cuda" or forced_ref():
+        return False
+    return extension_available()
+
+
+def extension_available() -> bool:
+    """Whether the compiled extension can be used; warns once when it cannot."""
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn("smallgan ops: CUDA implementation not available yet; using the PyTorch reference.")
+    return False
