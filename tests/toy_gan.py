@@ -33,6 +33,8 @@ class ToyModel:
 class ToyConfig(BaseConfig):
     model: ToyModel = field(default_factory=ToyModel)
     lr: float = 0.01
+    crash_at_step: int = -1  # test hook: process `crash_rank` raises at this step
+    crash_rank: int = 1
 
 
 class Generator(torch.nn.Module):
@@ -74,6 +76,8 @@ class ToyTask:
     def train_step(self, real, step):
         acc, cfg = self.accelerator, self.config
         rank, world, batch = acc.process_index, acc.num_processes, cfg.train.batch_size
+        if step == cfg.crash_at_step and rank == cfg.crash_rank:
+            raise RuntimeError(f"deliberate crash on rank {rank} at step {step}")
         z = shard(randn((batch, cfg.model.z_dim), cfg.seed, "z", step), rank, world).to(acc.device)
         loss_D = F.softplus(self.D(self.G(z).detach())).mean() + F.softplus(-self.D(real)).mean()
         self.opt_D.zero_grad(set_to_none=True)

@@ -249,7 +249,22 @@ def train(ctx: Context, task: GANTask) -> None:
 
     if progress is not None:
         progress.close()
+    check_replicas_in_sync(accelerator, task.state_dict())
     finish(ctx)
+
+
+def check_replicas_in_sync(accelerator, state: dict) -> None:
+    """Raise if the processes' networks have drifted apart (a DDP bug would show here, not in a hang)."""
+    if accelerator.num_processes == 1:
+        return
+    tensors = [t for name in ("G", "G_ema", "D") if name in state for t in state[name].values()
+               if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    flat = torch.cat([t.detach().double().flatten() for t in tensors])
+    weights = torch.arange(1, len(flat) + 1, dtype=torch.float64, device=flat.device)
+    fingerprint = torch.stack([flat.sum(), (flat * weights).sum()]).to(accelerator.device)
+    everyone = accelerator.gather(fingerprint[None])
+    if not torch.equal(everyone.min(0).values, everyone.max(0).values):
+        raise RuntimeError(f"networks differ between processes after training: {everyone.tolist()}")
 
 
 def finish(ctx: Context) -> None:
