@@ -56,6 +56,10 @@ class GANTask(Protocol):
 
     def load_state_dict(self, state: dict) -> None: ...
 
+    # Optional: `eval_due(step, done) -> bool`, whether to evaluate after `step` completed
+    # steps (`done`: the last one). It replaces the every-`eval.every_kimg` schedule, e.g. for
+    # SAGAN's schedule in epochs.
+
 
 @dataclass
 class Context:
@@ -240,7 +244,11 @@ def train(ctx: Context, task: GANTask) -> None:
                                       if k.startswith("Loss/")} | {"img/s": f"{scalars['Progress/img_per_s']:.0f}"})
         if crossed(previous_kimg, kimg, config.train.sample_every_kimg) or done:
             save_grid(kimg)
-        if crossed(previous_kimg, kimg, config.eval.every_kimg) or (done and config.eval.every_kimg > 0):
+        if hasattr(task, "eval_due"):
+            evaluate_now = task.eval_due(step, done)
+        else:
+            evaluate_now = crossed(previous_kimg, kimg, config.eval.every_kimg) or (done and config.eval.every_kimg > 0)
+        if evaluate_now:
             evaluate(kimg)
         if crossed(previous_kimg, kimg, config.train.checkpoint_every_kimg) or done:
             run.save_checkpoint(checkpoint_state(), "last.pt")
