@@ -160,15 +160,20 @@ class ImageBatches:
         return len(self.images)
 
     def _epoch_order(self, epoch: int) -> torch.Tensor:
-        if epoch not in self._epoch_cache:
-            self._epoch_cache = {epoch: torch.randperm(len(self), generator=generator(self.seed, "epoch", epoch))}
+        if epoch not in self._epoch_cache:  # keep the two epochs a batch can straddle
+            self._epoch_cache = {e: o for e, o in self._epoch_cache.items() if e == epoch - 1}
+            self._epoch_cache[epoch] = torch.randperm(len(self), generator=generator(self.seed, "epoch", epoch))
         return self._epoch_cache[epoch]
 
     def global_indices(self, step: int) -> torch.Tensor:
         """Indices of the global batch at `step`: epochs are reshuffled permutations, read in order."""
         n = len(self)
         positions = torch.arange(step * self.batch_size, (step + 1) * self.batch_size)
-        return torch.stack([self._epoch_order(int(p) // n)[int(p) % n] for p in positions])
+        indices = torch.empty_like(positions)
+        for epoch in range(int(positions[0]) // n, int(positions[-1]) // n + 1):
+            in_epoch = positions // n == epoch
+            indices[in_epoch] = self._epoch_order(epoch)[positions[in_epoch] % n]
+        return indices
 
     def batch(self, step: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
         """This process's share of the step's batch, float in [-1, 1]."""
@@ -190,3 +195,34 @@ def shard(x: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
         raise ValueError(f"global batch of {len(x)} does not split over {world_size} processes")
     per_rank = len(x) // world_size
     return x[rank * per_rank:(rank + 1) * per_rank]
+
+
+# ---------------------------------------------------------------------------
+# One image at its own size (SinGAN)
+
+def load_image_full(path: str, channels: int, builtin_resolution: int = 250) -> torch.Tensor:
+    """One image at its full size and aspect ratio, as uint8 [channels, H, W].
+
+    `path` is an image file; a folder or .zip gives its first image (with a
+    warning). `builtin:particles[?seed=S]` renders one frame at
+    `builtin_resolution`, so the default config needs no data.
+    """
+    if path.startswith(BUILTIN_PREFIX):
+        _, options = parse_builtin(path)
+        frame = torch.from_numpy(particles.render_frame(options["seed"], 0, builtin_resolution))
+        return frame[None].expand(channels, -1, -1).contiguous()
+    sources = _image_sources(path)
+    if not sources:
+        raise DataError(f"data.path: no image in {path} (looked for {', '.join(IMAGE_EXTENSIONS)})")
+    name, read = sources[0]
+    if len(sources) > 1:
+        warnings.warn(f"data.path: {path} holds {len(sources)} images; SinGAN learns one, using {name}",
+                      stacklevel=2)
+    try:
+        with Image.open(io.BytesIO(read())) as image:
+            image.load()
+            image = _to_8bit(image).convert("L" if channels == 1 else "RGB")
+    except Exception as e:  # any decoder failure: the one image is unusable
+        raise DataError(f"data.path: cannot read {name} as an image ({type(e).__name__}: {e})")
+    array = np.asarray(image, dtype=np.uint8)
+    return torch.from_numpy(array[None] if channels == 1 else array.transpose(2, 0, 1).copy())
