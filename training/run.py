@@ -14,6 +14,7 @@ import json
 import os
 
 import torch
+import yaml
 
 from training.checkpoint import save_checkpoint
 from training.config import default_out_dir, save_yaml, to_dict
@@ -38,6 +39,7 @@ class Run:
             for sub in ("samples", "checkpoints", "tb"):
                 os.makedirs(os.path.join(self.out_dir, sub), exist_ok=True)
             save_yaml(config, os.path.join(self.out_dir, "config.yaml"))
+            print("resolved config:\n  " + yaml.safe_dump(to_dict(config), sort_keys=False).rstrip().replace("\n", "\n  "))
             from torch.utils.tensorboard import SummaryWriter
             self.writer = SummaryWriter(os.path.join(self.out_dir, "tb"))
 
