@@ -176,19 +176,25 @@ def train(ctx: Context, task: GANTask) -> None:
     config, accelerator, run, data = ctx.config, ctx.accelerator, ctx.run, ctx.data
     batch = config.train.batch_size
     total_steps = math.ceil(config.train.kimg * 1000 / batch)
-    step, best_fid = 0, float("inf")
+    step, best_fid, previous_seconds = 0, float("inf"), 0.0
     if ctx.resume_path:
         with user_errors():
             checkpoint = load_checkpoint(ctx.resume_path)
             check_resumable(checkpoint, config, task.name)
         task.load_state_dict(checkpoint)
-        step, best_fid = checkpoint["step"], checkpoint["best_fid"]
+        step, best_fid, previous_seconds = checkpoint["step"], checkpoint["best_fid"], checkpoint["wallclock_s"]
         set_rng_state(checkpoint["rng"])
         accelerator.print(f"resumed from {ctx.resume_path} at step {step} ({step * batch / 1000:.2f} kimg)")
 
+    started = time.perf_counter()
+
+    def wallclock() -> float:
+        """Seconds of training so far, across resumes (what 'time to reach FID x' is measured in)."""
+        return previous_seconds + time.perf_counter() - started
+
     def checkpoint_state() -> dict:
         return {"model": task.name, "config": to_dict(config), "step": step, "kimg": step * batch / 1000,
-                "best_fid": best_fid, "rng": rng_state(), **task.state_dict()}
+                "best_fid": best_fid, "wallclock_s": wallclock(), "rng": rng_state(), **task.state_dict()}
 
     evaluator = None
 
@@ -199,7 +205,7 @@ def train(ctx: Context, task: GANTask) -> None:
             evaluator = Evaluator(data.images, accelerator.device, batch_size=config.eval.batch_size,
                                   kid_subsets=config.eval.kid_subsets, kid_subset_size=config.eval.kid_subset_size)
         metrics = evaluator.evaluate(task.sampler(), config.eval.num_samples)
-        run.log_metrics({"step": step, "kimg": round(kimg, 3), **metrics}, kimg)
+        run.log_metrics({"step": step, "kimg": round(kimg, 3), "wallclock_s": round(wallclock(), 2), **metrics}, kimg)
         accelerator.print(f"kimg {kimg:.2f}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()
                                                          if isinstance(v, float)))
         if metrics["fid"] < best_fid:
