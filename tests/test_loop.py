@@ -22,7 +22,9 @@ def test_run_folder_and_checkpoint_contents(tmp_path):
                                   tmp_path / "run", evaluations=0)
     assert checkpoint["model"] == "toy" and checkpoint["step"] == 10 and checkpoint["kimg"] == 0.08
     assert checkpoint["config"]["train"]["batch_size"] == 8
-    assert set(checkpoint) >= {"G", "G_ema", "D", "optimizers", "rng", "config", "best_fid"}
+    assert set(checkpoint) >= {"G", "G_ema", "D", "optimizers", "rng", "config", "best_fid", "wallclock_s"}
+    # G: Linear(8 -> 8*4*4) + Conv2d(8 -> 1, 3x3); D: Conv2d(1 -> 8, 3x3) + Linear(8 -> 1)
+    assert checkpoint["params"] == {"G": 8 * 128 + 128 + 8 * 9 + 1, "D": 9 * 8 + 8 + 8 + 1}
     samples = sorted(os.listdir(tmp_path / "run" / "samples"))
     assert samples == ["fakes000000000.png", "fakes000000040.png", "fakes000000080.png"]
 

@@ -35,6 +35,8 @@ class GANTask(Protocol):
     """What a model provides to the loop."""
 
     name: str  # stored as checkpoint["model"]; nets.load_sampler dispatches on it
+    G: torch.nn.Module  # the trained networks (possibly DDP-wrapped), for parameter counts
+    D: torch.nn.Module
 
     def train_step(self, real: torch.Tensor, step: int) -> dict[str, torch.Tensor | float]:
         """One optimization step on this process's share of the batch (float, [-1, 1]).
@@ -156,6 +158,12 @@ class ScalarAverager:
         return dict(zip(names, means.tolist()))
 
 
+def parameter_counts(task: GANTask, accelerator) -> dict[str, int]:
+    """Trainable parameters of G and D, as reported in checkpoints, benchmarks and the comparison report."""
+    return {name: sum(p.numel() for p in accelerator.unwrap_model(getattr(task, name)).parameters())
+            for name in ("G", "D")}
+
+
 def check_resumable(checkpoint: dict, config, name: str) -> None:
     """Refuse a checkpoint whose networks the current config would not rebuild."""
     if checkpoint["model"] != name:
@@ -194,7 +202,8 @@ def train(ctx: Context, task: GANTask) -> None:
 
     def checkpoint_state() -> dict:
         return {"model": task.name, "config": to_dict(config), "step": step, "kimg": step * batch / 1000,
-                "best_fid": best_fid, "wallclock_s": wallclock(), "rng": rng_state(), **task.state_dict()}
+                "best_fid": best_fid, "wallclock_s": wallclock(), "params": parameter_counts(task, accelerator),
+                "rng": rng_state(), **task.state_dict()}
 
     evaluator = None
 
