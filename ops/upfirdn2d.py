@@ -7,7 +7,8 @@ implementations sit behind the `impl` switch:
 - 'ref': pure PyTorch built from conv2d / conv_transpose2d, so autograd gives
   every derivative for free. It avoids the work a literal zero-insertion
   formulation wastes: upsampling runs as a strided transposed convolution,
-  downsampling as a strided convolution, and 1-D filters as two 1-D passes.
+  downsampling as a strided convolution, and long 1-D filters as two 1-D
+  passes.
 - 'cuda': the kernel in csrc/upfirdn2d.cu, registered through torch.library
   (see ops/_custom.py) with its own backward, so it has first and second
   derivatives and does not break torch.compile graphs.
@@ -150,6 +151,12 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, gain=1, flip_filter=False, impl=Non
 # Reference implementation.
 
 
+# Up to this many taps a 1-D filter runs faster as one 2-D pass with
+# outer(f, f) than as two 1-D passes (measured with benchmarks/ops_speed.py on
+# CPU: each extra pass costs more than the taps it saves).
+_MAX_TAPS_AS_2D = 8
+
+
 def _upfirdn2d_ref(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip_filter, gain):
     """Pure-PyTorch upfirdn2d; arguments already parsed."""
     if f is None:
@@ -158,14 +165,12 @@ def _upfirdn2d_ref(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, fli
     # `g` is the filter in true-convolution orientation, `flip(g)` in the
     # cross-correlation orientation that conv2d uses.
     g = f if not flip_filter else f.flip(list(range(f.ndim)))
-    if f.ndim == 2:
+    if g.ndim == 1 and g.shape[0] <= _MAX_TAPS_AS_2D:
+        g = torch.outer(g, g)
+    if g.ndim == 2:
         return _upfirdn_pass(x, g * gain, upx, upy, downx, downy, padx0, padx1, pady0, pady1)
-    # Separable: one pass along x, then one along y.
-    if gain != 1:
-        g_x = g * gain
-    else:
-        g_x = g
-    x = _upfirdn_pass(x, g_x[None, :], upx, 1, downx, 1, padx0, padx1, 0, 0)
+    # Long separable filter: one pass along x, then one along y.
+    x = _upfirdn_pass(x, g[None, :] * gain, upx, 1, downx, 1, padx0, padx1, 0, 0)
     return _upfirdn_pass(x, g[:, None], 1, upy, 1, downy, 0, 0, pady0, pady1)
 
 
