@@ -1,0 +1,251 @@
+"""SAGAN: a DCGAN backbone with self-attention (Zhang et al. 2019), sized for small image sets.
+
+G: z -> 4x4 transposed convolution -> (transposed convolution x2, BatchNorm, ReLU)* up to the
+data resolution, self-attention after the blocks whose maps have the resolutions in
+`g_attention`, tanh. D mirrors it with strided convolutions, LeakyReLU 0.2 and no
+normalization layers; every convolution (self-attention's included) is spectrally normalized.
+
+    G = build_generator(SAGANModel(), resolution=64, channels=1)
+    images = G(torch.randn(8, 128))            # [8, 1, 64, 64] in [-1, 1]
+
+`sampler_from_checkpoint` rebuilds the generator of a training checkpoint for eval/generate.py
+and eval/fid.py (through `nets.load_sampler`).
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from training.config import ConfigError, check, from_dict
+from training.seeding import latents_for_indices
+
+
+@dataclass
+class SAGANModel:
+    z_dim: int = 128                                               # latent size
+    g_channels: int = 64                                           # G channels at resolution/2, doubled per halving
+    d_channels: int = 64                                           # D channels at resolution/2, doubled per halving
+    max_channels: int = 512                                        # cap on either network's width
+    g_attention: list[int] = field(default_factory=lambda: [16])  # G feature-map resolutions with self-attention
+    d_attention: list[int] = field(default_factory=lambda: [16])  # D feature-map resolutions with self-attention
+
+    def validate(self):
+        check(self.z_dim >= 1, "model.z_dim", "a positive integer")
+        check(self.g_channels >= 1, "model.g_channels", "a positive integer")
+        check(self.d_channels >= 1, "model.d_channels", "a positive integer")
+        check(self.max_channels >= 1, "model.max_channels", "a positive integer")
+
+    def check_resolution(self, resolution: int) -> None:
+        """Cross-check with data.resolution: 4 * 2^k (k >= 1), attention only where feature maps exist."""
+        check(resolution >= 8 and resolution & (resolution - 1) == 0, "data.resolution",
+              "a power of two >= 8 for SAGAN (4x4 start, doubled per block)")
+        maps = feature_resolutions(resolution)
+        for key in ("g_attention", "d_attention"):
+            for r in getattr(self, key):
+                check(r in maps, f"model.{key}", f"feature-map resolutions among {maps} at data.resolution "
+                                                 f"{resolution}, got {r}")
+
+
+def feature_resolutions(resolution: int) -> list[int]:
+    """The hidden feature-map sizes of both networks: 4, 8, ..., resolution/2."""
+    sizes, r = [], 4
+    while r < resolution:
+        sizes.append(r)
+        r *= 2
+    return sizes
+
+
+def channels_at(r: int, resolution: int, base: int, cap: int) -> int:
+    return min(base * resolution // (2 * r), cap)
+
+
+# ---------------------------------------------------------------------------
+# Layers
+
+class SelfAttention(nn.Module):
+    """y = x + gamma * softmax attention over all positions (SAGAN section 3).
+
+    Query and key are 1x1 projections to channels/8, value a 1x1 projection to
+    the full width; position j attends to position i with weight
+    softmax_i(q_j . k_i) (no 1/sqrt(d) scaling, as in the paper). gamma starts
+    at 0, so the block begins as the identity and the network learns how much
+    non-local evidence to mix in.
+
+    Args:
+        channels: width of the feature map
+        wrap:     applied to every projection (spectral_norm in D)
+    """
+
+    def __init__(self, channels: int, wrap=lambda module: module):
+        super().__init__()
+        inner = max(channels // 8, 1)
+        self.query = wrap(nn.Conv2d(channels, inner, 1))
+        self.key = wrap(nn.Conv2d(channels, inner, 1))
+        self.value = wrap(nn.Conv2d(channels, channels, 1))
+        self.gamma = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        q = self.query(x).flatten(2).transpose(1, 2)[:, None]  # [B, 1, HW, C/8]
+        k = self.key(x).flatten(2).transpose(1, 2)[:, None]
+        v = self.value(x).flatten(2).transpose(1, 2)[:, None]  # [B, 1, HW, C]
+        out = F.scaled_dot_product_attention(q, k, v, scale=1.0)
+        return x + self.gamma * out[:, 0].transpose(1, 2).reshape(b, c, h, w)
+
+
+class _SumOverProcesses(torch.autograd.Function):
+    """all_reduce(SUM) whose gradient is the all_reduce(SUM) of the incoming gradients."""
+
+    @staticmethod
+    def forward(ctx, x):
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+class CPUSyncBatchNorm(nn.BatchNorm2d):
+    """BatchNorm2d with statistics over the global batch of a CPU (gloo) process group.
+
+    torch.nn.SyncBatchNorm only runs on GPUs; this is the same computation for
+    several CPU processes (the tests' torchrun runs): per-channel sums are
+    all-reduced (mean first, then the centred second moment), gradients flow
+    through the reductions, running statistics use the global batch. Outside
+    training, or without a process group, it is plain BatchNorm2d. The state
+    dict is BatchNorm2d's, so checkpoints load into either.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized()):
+            return super().forward(x)
+        dtype, x = x.dtype, x.float()
+        dims = (0, 2, 3)
+        local_count = torch.tensor([x.numel() // x.shape[1]], dtype=x.dtype, device=x.device)
+        totals = _SumOverProcesses.apply(torch.cat([x.sum(dims), local_count]))
+        count = totals[-1]
+        mean = totals[:-1] / count
+        centred = x - mean[None, :, None, None]
+        var = _SumOverProcesses.apply(centred.square().sum(dims)) / count
+        y = centred * torch.rsqrt(var + self.eps)[None, :, None, None]
+        if self.affine:
+            y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                momentum = self.momentum if self.momentum is not None else 1 / float(self.num_batches_tracked)
+                self.running_mean.lerp_(mean, momentum)
+                self.running_var.lerp_(var * count / (count - 1).clamp(min=1), momentum)
+        return y.to(dtype)
+
+
+def batchnorm_for(device: torch.device, num_processes: int) -> type[nn.BatchNorm2d]:
+    """BatchNorm2d alone, SyncBatchNorm under several processes (our CPU version where torch's refuses)."""
+    if num_processes == 1:
+        return nn.BatchNorm2d
+    return nn.SyncBatchNorm if device.type == "cuda" else CPUSyncBatchNorm
+
+
+# ---------------------------------------------------------------------------
+# Generator
+
+class Generator(nn.Module):
+    def __init__(self,
+                 z_dim: int,                # latent size
+                 resolution: int,           # output resolution, 4 * 2^k with k >= 1
+                 channels: int,             # output image channels
+                 base_channels: int = 64,   # width at resolution/2, doubled per halving
+                 max_channels: int = 512,   # width cap
+                 attention=(16,),           # feature-map resolutions followed by self-attention
+                 batchnorm=nn.BatchNorm2d,  # normalization class (SyncBatchNorm under several processes)
+                 ):
+        super().__init__()
+        self.z_dim, self.resolution, self.channels = z_dim, resolution, channels
+        width = lambda r: channels_at(r, resolution, base_channels, max_channels)  # noqa: E731
+        layers = [nn.ConvTranspose2d(z_dim, width(4), 4, 1, 0, bias=False), batchnorm(width(4)), nn.ReLU()]
+        for r in feature_resolutions(resolution):
+            if r > 4:
+                layers += [nn.ConvTranspose2d(width(r // 2), width(r), 4, 2, 1, bias=False), batchnorm(width(r)),
+                           nn.ReLU()]
+            if r in attention:
+                layers.append(SelfAttention(width(r)))
+        layers += [nn.ConvTranspose2d(width(resolution // 2), channels, 4, 2, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z[:, :, None, None])
+
+
+def build_generator(model: SAGANModel, resolution: int, channels: int, batchnorm=nn.BatchNorm2d) -> Generator:
+    return Generator(model.z_dim, resolution, channels, base_channels=model.g_channels,
+                     max_channels=model.max_channels, attention=tuple(model.g_attention), batchnorm=batchnorm)
+
+
+# ---------------------------------------------------------------------------
+# Discriminator
+
+class Discriminator(nn.Module):
+    def __init__(self,
+                 resolution: int,          # input resolution, 4 * 2^k with k >= 1
+                 channels: int,            # input image channels
+                 base_channels: int = 64,  # width at resolution/2, doubled per halving
+                 max_channels: int = 512,  # width cap
+                 attention=(16,),          # feature-map resolutions followed by self-attention
+                 ):
+        super().__init__()
+        width = lambda r: channels_at(r, resolution, base_channels, max_channels)  # noqa: E731
+        layers, previous = [], channels
+        for r in reversed(feature_resolutions(resolution)):
+            layers += [spectral_norm(nn.Conv2d(previous, width(r), 4, 2, 1)), nn.LeakyReLU(0.2)]
+            if r in attention:
+                layers.append(SelfAttention(width(r), wrap=spectral_norm))
+            previous = width(r)
+        layers.append(spectral_norm(nn.Conv2d(previous, 1, 4, 1, 0)))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images [B, C, H, W] -> one logit per image [B]."""
+        return self.net(x).flatten()
+
+
+def build_discriminator(model: SAGANModel, resolution: int, channels: int) -> Discriminator:
+    return Discriminator(resolution, channels, base_channels=model.d_channels, max_channels=model.max_channels,
+                         attention=tuple(model.d_attention))
+
+
+# ---------------------------------------------------------------------------
+# Sampling from a checkpoint
+
+def sampler_from_checkpoint(checkpoint: dict, device, seed: int = 0, truncation: float = 1.0,
+                            use_ema: bool = True, **options):
+    """Sample indices -> images in [-1, 1] from the checkpoint's G_ema (or G), in eval mode.
+
+    BatchNorm uses its running statistics, so sample i depends only on (seed, i).
+    `truncation` scales the latent towards its mean (0): psi < 1 trades variety for fidelity.
+    """
+    if options:
+        raise ValueError(f"sagan samplers take no options, got {sorted(options)}")
+    config = checkpoint["config"]
+    try:
+        model = from_dict(SAGANModel, config["model"], "model.")
+    except ConfigError as e:
+        raise ValueError(f"checkpoint config does not describe a SAGAN: {e}")
+    G = build_generator(model, config["data"]["resolution"], config["data"]["channels"])
+    G.load_state_dict(checkpoint["G_ema"] if use_ema and "G_ema" in checkpoint else checkpoint["G"])
+    G.eval().requires_grad_(False).to(device)
+
+    @torch.no_grad()
+    def sample(indices: torch.Tensor) -> torch.Tensor:
+        z = latents_for_indices(indices, model.z_dim, seed).to(device)
+        return G(z * truncation)
+
+    sample.channels, sample.resolution = G.channels, G.resolution
+    return sample

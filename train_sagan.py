@@ -1,0 +1,301 @@
+"""Train SAGAN (self-attention DCGAN, spectral-norm D) on a small image set.
+
+    python train_sagan.py --config configs/sagan.yaml [key=value ...]
+    accelerate launch --multi_gpu --num_processes N train_sagan.py --config configs/sagan.yaml
+    torchrun --nproc_per_node 2 train_sagan.py --config configs/sagan_tiny.yaml     # CPU processes
+    python train_sagan.py --config configs/sagan.yaml --resume auto out_dir=runs/sagan-1
+
+Training follows the reference setup: BCE with one-sided label smoothing (or
+hinge), Adam 2e-4 with betas (0, 0.9), the learning rate halved every 500
+epochs, gradient norms clipped at 1, flips as the only augmentation (DiffAugment
+optional), FID/KID on a schedule in epochs. Under several processes G's
+BatchNorm layers are SyncBatchNorm, so the batch statistics are those of the
+global batch.
+"""
+
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Literal
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import torch
+import torch.nn.functional as F
+
+from nets.sagan import SAGANModel, batchnorm_for, build_discriminator, build_generator
+from training.augment import diff_augment, parse_policy
+from training.config import BaseConfig, EvalConfig, TrainConfig, check
+from training.data import shard
+from training.ema import ema_beta, update_ema
+from training.loop import crossed, setup, train
+from training.seeding import latents_for_indices, randn
+
+
+@dataclass
+class SAGANTrain(TrainConfig):
+    batch_size: int = 16
+    kimg: float = 300.0                        # 1000 epochs of 300 images
+    loss: Literal["bce", "hinge"] = "bce"      # bce: non-saturating with label smoothing; hinge: SAGAN paper
+    real_label: float = 0.9                    # bce target for reals (one-sided label smoothing)
+    fake_label: float = 0.0                    # bce target for fakes
+    g_lr: float = 2e-4
+    d_lr: float = 2e-4
+    beta1: float = 0.0                         # Adam betas, both networks
+    beta2: float = 0.9
+    lr_step_epochs: int = 500                  # halve (x lr_gamma) the learning rates every this many epochs; 0: constant
+    lr_gamma: float = 0.5
+    grad_clip: float = 1.0                     # max global gradient norm per network; 0: no clipping
+    d_steps: int = 1                           # d_steps D updates (one real batch each) ...
+    g_steps: int = 1                           # ... then g_steps G updates
+    ema_halflife_kimg: float = 10.0            # EMA of G (samples, FID, generate.py); 0: no EMA, G in eval mode
+    ema_rampup: float = 0.05                   # early on the half-life is at most ema_rampup x images seen; 0: none
+
+    def validate(self):
+        super().validate()
+        for key in ("g_lr", "d_lr"):
+            check(getattr(self, key) > 0, f"train.{key}", "a positive number")
+        for key in ("beta1", "beta2"):
+            check(0 <= getattr(self, key) < 1, f"train.{key}", "a number in [0, 1)")
+        for key in ("real_label", "fake_label"):
+            check(0 <= getattr(self, key) <= 1, f"train.{key}", "a number in [0, 1]")
+        check(self.lr_step_epochs >= 0, "train.lr_step_epochs", "an integer >= 0 (0 keeps the rate constant)")
+        check(0 < self.lr_gamma <= 1, "train.lr_gamma", "a number in (0, 1]")
+        check(self.grad_clip >= 0, "train.grad_clip", "a number >= 0 (0 disables clipping)")
+        check(self.d_steps >= 1, "train.d_steps", "a positive integer")
+        check(self.g_steps >= 1, "train.g_steps", "a positive integer")
+        check(self.ema_halflife_kimg >= 0, "train.ema_halflife_kimg", "a number >= 0 (0 disables the EMA)")
+        check(self.ema_rampup >= 0, "train.ema_rampup", "a number >= 0 (0: no ramp-up)")
+
+
+@dataclass
+class SAGANEval(EvalConfig):
+    every_kimg: float = 0.0                                             # > 0: every this many kimg instead of epochs
+    every_epochs: list[int] = field(default_factory=lambda: [10, 20, 50])  # evaluation interval in each phase ...
+    until_epochs: list[int] = field(default_factory=lambda: [200, 800])    # ... and the epochs where phases end
+
+    def validate(self):
+        super().validate()
+        check(all(e >= 1 for e in self.every_epochs), "eval.every_epochs", "positive integers ([] disables)")
+        check(len(self.until_epochs) == max(len(self.every_epochs) - 1, 0), "eval.until_epochs",
+              f"one phase boundary fewer than eval.every_epochs ({len(self.every_epochs)} intervals)")
+        check(all(a < b for a, b in zip(self.until_epochs, self.until_epochs[1:])) and
+              all(e >= 1 for e in self.until_epochs), "eval.until_epochs", "increasing positive integers")
+
+
+@dataclass
+class SAGANAugment:
+    policy: str = ""  # DiffAugment on everything D sees, e.g. color,translation,cutout; '' = flips (data.*flip) only
+
+    def validate(self):
+        try:
+            parse_policy(self.policy)
+        except ValueError as e:
+            check(False, "augment.policy", f"a comma-separated subset of color, translation, cutout ({e})")
+
+
+@dataclass
+class SAGANConfig(BaseConfig):
+    train: SAGANTrain = field(default_factory=SAGANTrain)
+    eval: SAGANEval = field(default_factory=SAGANEval)
+    model: SAGANModel = field(default_factory=SAGANModel)
+    augment: SAGANAugment = field(default_factory=SAGANAugment)
+
+    def validate(self):
+        self.model.check_resolution(self.data.resolution)
+
+
+# ---------------------------------------------------------------------------
+# Schedules and losses
+
+def epoch_is_evaluated(epoch: int, every_epochs: list[int], until_epochs: list[int]) -> bool:
+    """Whether the end of (1-based) `epoch` is an evaluation point.
+
+    The interval is every_epochs[i] in phase i, where phase i starts at
+    until_epochs[i - 1]: [10, 20, 50] / [200, 800] evaluates at 10, 20, ..., 190,
+    then 200, 220, ..., 780, then 800, 850, ...
+    """
+    if epoch < 1 or not every_epochs:
+        return False
+    phase = sum(1 for boundary in until_epochs if epoch >= boundary)
+    return epoch % every_epochs[phase] == 0
+
+
+def d_loss(real_logits, fake_logits, kind: str, real_label: float = 0.9, fake_label: float = 0.0):
+    """(loss on reals, loss on fakes), each a batch mean."""
+    if kind == "hinge":
+        return F.relu(1 - real_logits).mean(), F.relu(1 + fake_logits).mean()
+    return (F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, real_label)),
+            F.binary_cross_entropy_with_logits(fake_logits, torch.full_like(fake_logits, fake_label)))
+
+
+def g_loss(fake_logits, kind: str):
+    """Non-saturating BCE (target 1, no smoothing) or the hinge generator loss -D(G(z))."""
+    if kind == "hinge":
+        return -fake_logits.mean()
+    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+# ---------------------------------------------------------------------------
+# The task on the shared loop
+
+class SAGANTask:
+    name = "sagan"
+
+    def __init__(self, ctx):
+        config, acc = ctx.config, ctx.accelerator
+        self.config, self.accelerator = config, acc
+        self.num_images = len(ctx.data)
+        res, channels = config.data.resolution, config.data.channels
+        torch.manual_seed(config.seed)
+        # Built with SyncBatchNorm directly (instead of converting) under several processes, before DDP wraps it.
+        G = build_generator(config.model, res, channels, batchnorm_for(acc.device, acc.num_processes))
+        D = build_discriminator(config.model, res, channels)
+        self.G_ema = None
+        if config.train.ema_halflife_kimg > 0:
+            self.G_ema = build_generator(config.model, res, channels)  # plain BatchNorm: samples on one process
+            self.G_ema.load_state_dict(G.state_dict())
+            self.G_ema.eval().requires_grad_(False).to(acc.device)
+        t = config.train
+        # Optimizers stay outside accelerate.prepare: with fp16 each gets its own GradScaler below.
+        self.opt_G = torch.optim.Adam(G.parameters(), lr=t.g_lr, betas=(t.beta1, t.beta2))
+        self.opt_D = torch.optim.Adam(D.parameters(), lr=t.d_lr, betas=(t.beta1, t.beta2))
+        self.G, self.D = acc.prepare(G, D)
+        fp16 = config.precision == "fp16"
+        self.scaler_G = torch.amp.GradScaler(acc.device.type, enabled=fp16)
+        self.scaler_D = torch.amp.GradScaler(acc.device.type, enabled=fp16)
+
+    # -- schedules, all functions of the step so that a resume continues exactly
+
+    def epoch_of(self, step: int) -> int:
+        """The epoch (0-based) the first image of `step`'s batch belongs to."""
+        return step * self.config.train.batch_size // self.num_images
+
+    def lr_factor(self, step: int) -> float:
+        t = self.config.train
+        return t.lr_gamma ** (self.epoch_of(step) // t.lr_step_epochs) if t.lr_step_epochs else 1.0
+
+    def eval_due(self, step: int, done: bool) -> bool:
+        """The loop's evaluation hook: the epoch schedule, or every eval.every_kimg when that is set."""
+        e, batch = self.config.eval, self.config.train.batch_size
+        if e.every_kimg > 0:
+            return done or crossed((step - 1) * batch / 1000, step * batch / 1000, e.every_kimg)
+        if not e.every_epochs:
+            return False
+        completed_before, completed = (step - 1) * batch // self.num_images, step * batch // self.num_images
+        return done or any(epoch_is_evaluated(epoch, e.every_epochs, e.until_epochs)
+                           for epoch in range(completed_before + 1, completed + 1))
+
+    # -- one step
+
+    def latents(self, step: int, *purpose) -> torch.Tensor:
+        acc, cfg = self.accelerator, self.config
+        z = randn((cfg.train.batch_size, cfg.model.z_dim), cfg.seed, *purpose, step)
+        return shard(z, acc.process_index, acc.num_processes).to(acc.device)
+
+    def augment(self, images: torch.Tensor, step: int, purpose: str) -> torch.Tensor:
+        acc = self.accelerator
+        return diff_augment(images, self.config.augment.policy, self.config.seed, step, acc.process_index,
+                            acc.num_processes, purpose=purpose)
+
+    def optimize(self, network, optimizer, scaler, loss) -> torch.Tensor:
+        """Backward, clip, step; returns the gradient norm before clipping (DDP has averaged the gradients)."""
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        clip = self.config.train.grad_clip
+        norm = torch.nn.utils.clip_grad_norm_(network.parameters(), clip if clip > 0 else math.inf)
+        scaler.step(optimizer)
+        scaler.update()
+        return norm
+
+    def d_step(self, real: torch.Tensor, step: int) -> dict:
+        acc, t = self.accelerator, self.config.train
+        with torch.no_grad(), acc.autocast():
+            fake = self.G(self.latents(step, "z/D"))
+        images = torch.cat([self.augment(real, step, "D/real"), self.augment(fake.float(), step, "D/fake")])
+        with acc.autocast():
+            logits = self.D(images).float()  # one pass over reals and fakes: D has no batch statistics
+        real_logits, fake_logits = logits.split(len(real))
+        loss_real, loss_fake = d_loss(real_logits, fake_logits, t.loss, t.real_label, t.fake_label)
+        norm = self.optimize(self.D, self.opt_D, self.scaler_D, loss_real + loss_fake)
+        stats = {"Loss/D/real": loss_real.detach(), "Loss/D/fake": loss_fake.detach(),
+                 "Loss/D/total": (loss_real + loss_fake).detach(), "Grad/D/norm": norm,
+                 "Scores/real": real_logits.detach().mean(), "Scores/fake": fake_logits.detach().mean()}
+        if t.loss == "bce":
+            stats["Scores/real_prob"] = torch.sigmoid(real_logits.detach()).mean()  # D(x)
+            stats["Scores/fake_prob"] = torch.sigmoid(fake_logits.detach()).mean()  # D(G(z))
+        return stats
+
+    def g_step(self, step: int, index: int) -> dict:
+        # D runs unwrapped and frozen: its DDP wrapper would otherwise wait for gradients this step never makes.
+        acc, D = self.accelerator, self.accelerator.unwrap_model(self.D)
+        D.requires_grad_(False)
+        with acc.autocast():
+            fake = self.G(self.latents(step, "z/G", index))
+            logits = D(self.augment(fake, step, f"G/fake/{index}")).float()
+        loss = g_loss(logits, self.config.train.loss)
+        norm = self.optimize(self.G, self.opt_G, self.scaler_G, loss)
+        D.requires_grad_(True)
+        return {"Loss/G/adv": loss.detach(), "Grad/G/norm": norm}
+
+    def train_step(self, real: torch.Tensor, step: int) -> dict:
+        t = self.config.train
+        factor = self.lr_factor(step)
+        for optimizer, lr in ((self.opt_G, t.g_lr), (self.opt_D, t.d_lr)):
+            for group in optimizer.param_groups:
+                group["lr"] = lr * factor
+        stats = self.d_step(real, step)
+        if (step + 1) % t.d_steps == 0:
+            g_stats = [self.g_step(step, i) for i in range(t.g_steps)]
+            stats |= {k: torch.stack([s[k] for s in g_stats]).mean() for k in g_stats[0]}
+        if self.G_ema is not None:
+            images_seen = (step + 1) * t.batch_size
+            beta = ema_beta(t.batch_size, t.ema_halflife_kimg, images_seen, t.ema_rampup or None)
+            update_ema(self.G_ema, self.accelerator.unwrap_model(self.G), beta)
+        stats["Train/lr_G"], stats["Train/lr_D"] = t.g_lr * factor, t.d_lr * factor
+        return stats
+
+    # -- sampling and checkpoints
+
+    def sampler(self):
+        """G_ema, or without EMA the training G, in eval mode: BatchNorm uses running statistics,
+        so sample i depends only on (seed, i), never on the rest of the batch."""
+        G = self.G_ema if self.G_ema is not None else self.accelerator.unwrap_model(self.G)
+        z_dim, seed, device = self.config.model.z_dim, self.config.seed, self.accelerator.device
+
+        @torch.no_grad()
+        def sample(indices: torch.Tensor) -> torch.Tensor:
+            was_training = G.training
+            G.eval()
+            images = G(latents_for_indices(indices, z_dim, seed).to(device))
+            G.train(was_training)
+            return images
+
+        return sample
+
+    def state_dict(self) -> dict:
+        unwrap = self.accelerator.unwrap_model
+        state = {"G": unwrap(self.G).state_dict(), "D": unwrap(self.D).state_dict(),
+                 "optimizers": {"G": self.opt_G.state_dict(), "D": self.opt_D.state_dict()},
+                 "scalers": {"G": self.scaler_G.state_dict(), "D": self.scaler_D.state_dict()}}
+        if self.G_ema is not None:
+            state["G_ema"] = self.G_ema.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        unwrap = self.accelerator.unwrap_model
+        unwrap(self.G).load_state_dict(state["G"])
+        unwrap(self.D).load_state_dict(state["D"])
+        if self.G_ema is not None:  # a run that had no EMA starts one from its G
+            self.G_ema.load_state_dict(state.get("G_ema", state["G"]))
+        self.opt_G.load_state_dict(state["optimizers"]["G"])
+        self.opt_D.load_state_dict(state["optimizers"]["D"])
+        self.scaler_G.load_state_dict(state["scalers"]["G"])
+        self.scaler_D.load_state_dict(state["scalers"]["D"])
+
+
+if __name__ == "__main__":
+    ctx = setup(SAGANConfig, __doc__)
+    train(ctx, SAGANTask(ctx))
