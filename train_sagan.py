@@ -71,14 +71,14 @@ class SAGANTrain(TrainConfig):
 
 @dataclass
 class SAGANEval(EvalConfig):
-    every_kimg: float = 0.0                                             # > 0: every this many kimg instead of epochs
-    every_epochs: list[int] = field(default_factory=lambda: [10, 20, 50])  # evaluation interval in each phase ...
-    until_epochs: list[int] = field(default_factory=lambda: [200, 800])    # ... and the epochs where phases end
+    every_kimg: float = 0.0                                                # > 0: every this many kimg instead of epochs
+    every_epochs: list[int] = field(default_factory=lambda: [10, 20, 50])  # interval in each phase; [] disables
+    until_epochs: list[int] = field(default_factory=lambda: [200, 800])    # the epochs where phases end
 
     def validate(self):
         super().validate()
         check(all(e >= 1 for e in self.every_epochs), "eval.every_epochs", "positive integers ([] disables)")
-        check(len(self.until_epochs) == max(len(self.every_epochs) - 1, 0), "eval.until_epochs",
+        check(not self.every_epochs or len(self.until_epochs) == len(self.every_epochs) - 1, "eval.until_epochs",
               f"one phase boundary fewer than eval.every_epochs ({len(self.every_epochs)} intervals)")
         check(all(a < b for a, b in zip(self.until_epochs, self.until_epochs[1:])) and
               all(e >= 1 for e in self.until_epochs), "eval.until_epochs", "increasing positive integers")
@@ -292,8 +292,9 @@ class SAGANTask:
             self.G_ema.load_state_dict(state.get("G_ema", state["G"]))
         self.opt_G.load_state_dict(state["optimizers"]["G"])
         self.opt_D.load_state_dict(state["optimizers"]["D"])
-        self.scaler_G.load_state_dict(state["scalers"]["G"])
-        self.scaler_D.load_state_dict(state["scalers"]["D"])
+        for scaler, saved in ((self.scaler_G, state["scalers"]["G"]), (self.scaler_D, state["scalers"]["D"])):
+            if saved:  # empty when the run was not fp16: an fp16 resume starts a fresh loss scale
+                scaler.load_state_dict(saved)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from training.config import build_config
 
 SCRIPT = "train_sagan.py"
 TINY = ["--config", "configs/sagan_tiny.yaml"]
-NO_EVAL = ["eval.every_epochs=[]", "eval.until_epochs=[]"]
+NO_EVAL = ["eval.every_epochs=[]"]
 
 
 # ---------------------------------------------------------------------------
@@ -152,7 +152,7 @@ def test_evaluation_steps_and_learning_rate_steps_come_from_epochs():
 
     schedules = Schedules("eval.every_kimg=1")
     assert [s for s in range(1, 200) if schedules.eval_due(s, done=False)] == [63, 125, 188]
-    schedules = Schedules("eval.every_epochs=[]", "eval.until_epochs=[]")
+    schedules = Schedules("eval.every_epochs=[]")
     assert not any(schedules.eval_due(s, done=s == 99) for s in range(1, 100))
 
 
