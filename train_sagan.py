@@ -222,10 +222,10 @@ class SAGANTask:
         norm = self.optimize(self.D, self.opt_D, self.scaler_D, loss_real + loss_fake)
         stats = {"Loss/D/real": loss_real.detach(), "Loss/D/fake": loss_fake.detach(),
                  "Loss/D/total": (loss_real + loss_fake).detach(), "Grad/D/norm": norm,
-                 "Scores/real": real_logits.detach().mean(), "Scores/fake": fake_logits.detach().mean()}
+                 "Loss/scores/real": real_logits.detach().mean(), "Loss/scores/fake": fake_logits.detach().mean()}
         if t.loss == "bce":
-            stats["Scores/real_prob"] = torch.sigmoid(real_logits.detach()).mean()  # D(x)
-            stats["Scores/fake_prob"] = torch.sigmoid(fake_logits.detach()).mean()  # D(G(z))
+            stats["Loss/scores/real_prob"] = torch.sigmoid(real_logits.detach()).mean()  # D(x)
+            stats["Loss/scores/fake_prob"] = torch.sigmoid(fake_logits.detach()).mean()  # D(G(z))
         return stats
 
     def g_step(self, step: int, index: int) -> dict:

@@ -176,8 +176,9 @@ def test_run_folder_tensorboard_and_sampler(tmp_path):
 
     events = EventAccumulator(str(tmp_path / "tb"))
     events.Reload()
-    assert {"Loss/D/real", "Loss/D/fake", "Loss/G/adv", "Scores/real_prob", "Scores/fake_prob", "Grad/D/norm",
-            "Grad/G/norm", "Train/lr_G", "Train/lr_D"} <= set(events.Tags()["scalars"])
+    assert {"Loss/D/real", "Loss/D/fake", "Loss/G/adv", "Loss/scores/real", "Loss/scores/fake",
+            "Loss/scores/real_prob", "Loss/scores/fake_prob", "Grad/D/norm", "Grad/G/norm",
+            "Train/lr_G", "Train/lr_D"} <= set(events.Tags()["scalars"])
     assert [e.value for e in events.Scalars("Train/lr_D")] == pytest.approx([2e-4] * 4 + [1e-4] * 2)
 
     sampler = load_sampler(checkpoint, "cpu", seed=3)
