@@ -1,0 +1,191 @@
+"""SIFID: single-image Fréchet Inception distance (Shaham et al., SinGAN, 2019).
+
+Each image is described by the Inception features of every spatial position
+of pytorch-fid's block 1 (the 192-channel maps of Conv2d_4a after the second
+max pooling; pytorch-fid's `InceptionV3([1])`), computed at the image's own
+size. SIFID of a generated image is the Fréchet distance between the Gaussian
+statistics (mean, covariance over positions) of the real image's features and
+its own; the reported score is the mean over N generated images.
+
+    python eval/sifid.py --ckpt runs/singan-1/checkpoints/last.pt [--num-samples 50] [--seed 0] [--json]
+    python eval/sifid.py --real image.png --fake samples_dir/ [--json]
+
+With `--ckpt` the real image is the one stored in the checkpoint (the finest
+training scale) and the samples come from the checkpoint's generator at the
+training size. `--json` prints exactly one JSON object on the last line:
+`{"sifid": ..., "sifid_std": ..., "num_fake": ...}`.
+
+The weights are pytorch-fid's FID Inception (`python eval/inception_weights.py`).
+Images need about 37 px on their short side for block 1 to have more than one
+position; the fewer positions, the noisier the covariance (at SinGAN's 250 px,
+28x28 = 784 positions of 192-d features).
+"""
+
+import os
+import sys
+
+if __package__ in (None, ""):
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import argparse
+import json
+import warnings
+from typing import Callable
+
+import numpy as np
+import torch
+
+FeatureExtractor = Callable[[torch.Tensor], torch.Tensor]  # uint8 [N, C, H, W] -> float [N, D, h, w]
+
+
+class ImageTooSmall(ValueError):
+    """The feature map has fewer than two positions: no covariance to compare."""
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """Fréchet distance between two Gaussians: the eval package's implementation when present,
+    pytorch-fid's otherwise (the same formula)."""
+    try:
+        from eval.fid import frechet_distance as shared
+    except ImportError:
+        from pytorch_fid.fid_score import calculate_frechet_distance as shared
+    return float(shared(mu1, sigma1, mu2, sigma2))
+
+
+def feature_statistics(features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance over the positions of one feature map [D, h, w], in float64."""
+    samples = features.detach().to(torch.float64).flatten(1).T.cpu().numpy()  # [positions, D]
+    if len(samples) < 2:
+        raise ImageTooSmall(f"SIFID: the feature map has {len(samples)} position(s); the image is too small "
+                            f"(give at least ~37 px on the short side)")
+    return samples.mean(axis=0), np.cov(samples, rowvar=False)
+
+
+class InceptionBlock1:
+    """pytorch-fid's FID Inception up to block 1, at the input's own size (no resizing)."""
+
+    def __init__(self, device):
+        self.device = torch.device(device)
+        self.model = _build_inception_block1().to(self.device).eval()
+
+    @torch.no_grad()
+    def __call__(self, images_uint8: torch.Tensor) -> torch.Tensor:
+        images = images_uint8.to(self.device).float() / 255  # pytorch-fid maps [0, 1] to Inception's [-1, 1]
+        if images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1)
+        return self.model(images)[0]
+
+
+def _build_inception_block1() -> torch.nn.Module:
+    """InceptionV3([1]) with the provisioned weights file.
+
+    pytorch-fid downloads its weights inside `fid_inception_v3`; the file that
+    eval/inception_weights.py provisions carries no classifier, so the network
+    is built with that loader standing in for the download.
+    """
+    from pytorch_fid import inception as pytorch_fid_inception
+
+    from eval.inception_weights import load_inception_state_dict
+
+    download = pytorch_fid_inception.load_state_dict_from_url
+    pytorch_fid_inception.load_state_dict_from_url = lambda *args, **kwargs: load_inception_state_dict()
+    try:
+        return pytorch_fid_inception.InceptionV3([1], resize_input=False, normalize_input=True)
+    finally:
+        pytorch_fid_inception.load_state_dict_from_url = download
+
+
+class SIFID:
+    """SIFID of generated images against one real image.
+
+    Args:
+        real_uint8: the real image, uint8 [C, H, W]
+        device:     where the feature extractor runs
+        features:   feature extractor (default: Inception block 1); tests pass a small stand-in
+        batch_size: generated images per extractor call
+    """
+
+    def __init__(self, real_uint8: torch.Tensor, device="cpu", features: FeatureExtractor | None = None,
+                 batch_size: int = 16):
+        self.features = features or InceptionBlock1(device)
+        self.batch_size = batch_size
+        self.real_stats = feature_statistics(self.features(real_uint8[None])[0])
+
+    def scores(self, fakes_uint8: torch.Tensor) -> np.ndarray:
+        """SIFID of each generated image (uint8 [N, C, H, W]; any size, usually the real one's)."""
+        values = []
+        for start in range(0, len(fakes_uint8), self.batch_size):
+            for features in self.features(fakes_uint8[start:start + self.batch_size]):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # fewer positions than features: singular covariances
+                    values.append(frechet_distance(*self.real_stats, *feature_statistics(features)))
+        return np.array(values)
+
+    def evaluate(self, fakes_uint8: torch.Tensor) -> dict[str, float]:
+        """{'sifid': mean, 'sifid_std': standard deviation over images, 'num_fake': N}."""
+        values = self.scores(fakes_uint8)
+        return {"sifid": float(values.mean()), "sifid_std": float(values.std()), "num_fake": len(values)}
+
+
+# ---------------------------------------------------------------------------
+# Command line
+
+def _samples_from_checkpoint(path: str, num_samples: int, seed: int, batch_size: int, device):
+    """(real image, generated images) of a SinGAN checkpoint, uint8."""
+    import nets
+    from training.checkpoint import CheckpointError, load_checkpoint
+    from training.images import to_uint8
+    checkpoint = load_checkpoint(path)
+    if checkpoint["model"] != "singan":
+        raise CheckpointError(f"{path} is a {checkpoint['model']} checkpoint; SIFID compares SinGAN samples "
+                              f"with their single training image")
+    sampler = nets.load_sampler(checkpoint, device, seed=seed)
+    fakes = [to_uint8(sampler(torch.arange(i, min(i + batch_size, num_samples)))).cpu()
+             for i in range(0, num_samples, batch_size)]
+    return checkpoint["real"], torch.cat(fakes)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", help="SinGAN checkpoint: its stored real image against its samples")
+    parser.add_argument("--num-samples", type=int, default=50, help="samples drawn from --ckpt")
+    parser.add_argument("--seed", type=int, default=0, help="sample seed for --ckpt")
+    parser.add_argument("--real", help="the real image file")
+    parser.add_argument("--fake", help="a generated image file, or a folder of them (recursive)")
+    parser.add_argument("--channels", type=int, choices=(1, 3), default=3, help="read --real/--fake as 1 or 3 channels")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    args = parser.parse_args(argv)
+    if args.ckpt is None and not (args.real and args.fake) or args.ckpt and (args.real or args.fake):
+        parser.error("give --ckpt, or both --real and --fake")
+
+    from eval.inception_weights import WeightsError
+    from training.checkpoint import CheckpointError
+    from training.data import DataError, _image_sources, load_image_full
+    try:
+        if args.ckpt:
+            real, fakes = _samples_from_checkpoint(args.ckpt, args.num_samples, args.seed, args.batch_size,
+                                                   args.device)
+            result = SIFID(real, args.device, batch_size=args.batch_size).evaluate(fakes)
+        else:
+            real = load_image_full(args.real, args.channels)
+            fakes = [load_image_full(name, args.channels) for name, _ in _image_sources(args.fake)]
+            if not fakes:
+                raise DataError(f"--fake: no images in {args.fake}")
+            metric = SIFID(real, args.device, batch_size=1)  # one at a time: the files may differ in size
+            values = np.concatenate([metric.scores(fake[None]) for fake in fakes])
+            result = {"sifid": float(values.mean()), "sifid_std": float(values.std()), "num_fake": len(values)}
+    except (WeightsError, CheckpointError, DataError, ImageTooSmall) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"SIFID {result['sifid']:.4f} (std {result['sifid_std']:.4f}) over {result['num_fake']} images")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""SinGAN: a pyramid of small fully convolutional GANs learned from one image.
+
+Scale 0 is the coarsest. The generator of scale k turns noise plus the
+up-sampled output of scale k-1 into an image at scale k's size and adds that
+up-sampled input back (a residual refinement); scale 0 starts from zeros. The
+discriminator of each scale scores overlapping patches (its receptive field
+is 11x11 pixels with 5 layers), so the pyramid learns the image's internal
+patch statistics at every scale and can synthesize any size or aspect ratio.
+
+    sizes = pyramid_sizes(250, 188, max_size=250, min_size=25, scale_factor=0.75)
+    x = synthesize(generators, noise_amps, sizes, noise)             # random samples
+    sampler = sampler_from_checkpoint(ckpt, "cuda", size=(250, 500))  # any size, from a checkpoint
+
+Reference: Shaham, Dekel, Michaeli, "SinGAN: Learning a Generative Model
+from a Single Natural Image", ICCV 2019.
+"""
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.seeding import generator
+
+Size = tuple[int, int]
+NoiseSource = Callable[[int, tuple[int, int, int, int]], torch.Tensor]  # (scale, shape) -> noise
+
+
+# ---------------------------------------------------------------------------
+# Pyramid geometry
+
+def fit_to_max_size(height: int, width: int, max_size: int) -> Size:
+    """The image's size with its long side shrunk to `max_size` (never enlarged)."""
+    factor = min(1.0, max_size / max(height, width))
+    return max(1, round(height * factor)), max(1, round(width * factor))
+
+
+def pyramid_sizes(height: int, width: int, max_size: int, min_size: int, scale_factor: float) -> list[Size]:
+    """(H, W) of every scale, coarsest first.
+
+    The finest scale is the image fitted to `max_size`. The number of scales is
+    the fewest steps of `scale_factor` that bring the short side down to
+    `min_size`; the factor is then adjusted so the coarsest short side is
+    exactly `min_size` (as the reference implementation does).
+    """
+    height, width = fit_to_max_size(height, width, max_size)
+    short = min(height, width)
+    if short <= min_size:
+        return [(height, width)]
+    steps = math.ceil(math.log(min_size / short) / math.log(scale_factor) - 1e-9)
+    factor = (min_size / short) ** (1 / steps)
+    return [(max(1, round(height * factor ** (steps - k))), max(1, round(width * factor ** (steps - k))))
+            for k in range(steps + 1)]
+
+
+def scale_width(scale: int, channels: int, max_channels: int, double_every: int) -> int:
+    """Feature channels of scale `scale`: `channels`, doubled every `double_every` scales, capped."""
+    return min(channels * 2 ** (scale // double_every), max_channels)
+
+
+def resize(x: torch.Tensor, size: Size) -> torch.Tensor:
+    """Bicubic resize (antialiased when shrinking) of float images; identity at the same size."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
+
+
+def image_pyramid(image: torch.Tensor, sizes: list[Size]) -> list[torch.Tensor]:
+    """Float image [1, C, H, W] in [-1, 1] resized to every scale's size (from the full image)."""
+    return [resize(image, size).clamp(-1, 1) for size in sizes]
+
+
+def output_sizes(train_sizes: list[Size], size: Size | None) -> list[Size]:
+    """Per-scale sizes for a finest output of `size`: every scale stretched by the same factors."""
+    if size is None:
+        return list(train_sizes)
+    fy, fx = size[0] / train_sizes[-1][0], size[1] / train_sizes[-1][1]
+    sizes = [(max(1, round(h * fy)), max(1, round(w * fx))) for h, w in train_sizes]
+    sizes[-1] = tuple(size)
+    return sizes
+
+
+def parse_size(text: str) -> Size:
+    """'HxW' (e.g. '128x256') -> (128, 256); ValueError otherwise."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"size {text!r}: expected HxW with positive integers, e.g. 128x256")
+    return int(parts[0]), int(parts[1])
+
+
+# ---------------------------------------------------------------------------
+# Layers and networks
+
+class ConvBlock(nn.Sequential):
+    """3x3 convolution ('same' zero padding), BatchNorm, LeakyReLU(0.2)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(nn.Conv2d(in_channels, out_channels, 3, padding=1),
+                         nn.BatchNorm2d(out_channels),
+                         nn.LeakyReLU(0.2))
+
+
+def init_weights(module: nn.Module, g: torch.Generator) -> None:
+    """The reference's DCGAN-style init (conv N(0, 0.02), BN scale N(1, 0.02)), drawn from `g`."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            m.weight.data.normal_(0.0, 0.02, generator=g)
+            m.bias.data.zero_()
+        elif isinstance(m, nn.BatchNorm2d):
+            m.weight.data.normal_(1.0, 0.02, generator=g)
+            m.bias.data.zero_()
+
+
+class ScaleGenerator(nn.Module):
+    """One scale's generator: G(z + x_prev) + x_prev, with a tanh on G's own output.
+
+    Args:
+        channels: image channels (1 grayscale, 3 colour)
+        width:    feature channels of every hidden layer
+        layers:   3x3 conv layers in all (layers - 1 ConvBlocks, then the output conv)
+    """
+
+    def __init__(self, channels: int, width: int, layers: int = 5):
+        super().__init__()
+        blocks = [ConvBlock(channels, width)] + [ConvBlock(width, width) for _ in range(layers - 2)]
+        self.features = nn.Sequential(*blocks)
+        self.to_image = nn.Conv2d(width, channels, 3, padding=1)
+
+    def forward(self, noisy_input: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.to_image(self.features(noisy_input))) + previous
+
+
+class PatchDiscriminator(nn.Module):
+    """One scale's critic: a score map, one WGAN score per 11x11 patch (with 5 layers).
+
+    Args:
+        channels: image channels
+        width:    feature channels of every hidden layer
+        layers:   3x3 conv layers in all (layers - 1 ConvBlocks, then the score conv)
+    """
+
+    def __init__(self, channels: int, width: int, layers: int = 5):
+        super().__init__()
+        blocks = [ConvBlock(channels, width)] + [ConvBlock(width, width) for _ in range(layers - 2)]
+        self.features = nn.Sequential(*blocks)
+        self.to_score = nn.Conv2d(width, 1, 3, padding=1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.to_score(self.features(images))
+
+
+def build_scale(kind: str, config: dict, scale: int, channels: int) -> nn.Module:
+    """G or D of `scale` from the resolved config's `model` section (a dict)."""
+    model = config["model"]
+    width = scale_width(scale, model["channels"], model["max_channels"], model["double_every"])
+    network = ScaleGenerator if kind == "G" else PatchDiscriminator
+    return network(channels, width, model["layers"])
+
+
+# ---------------------------------------------------------------------------
+# Synthesis through the pyramid
+
+def draw_noise(g: torch.Generator, shape: tuple[int, int, int, int], coarsest: bool,
+               device: torch.device | str) -> torch.Tensor:
+    """Standard normal noise maps. At the coarsest scale one map is shared by all channels
+    (as in the reference), so colour images start from colour-coherent structure."""
+    b, c, h, w = shape
+    if coarsest:
+        return torch.randn((b, 1, h, w), generator=g, device=device).expand(b, c, h, w)
+    return torch.randn(shape, generator=g, device=device)
+
+
+def synthesize(generators, noise_amps: list[float], sizes: list[Size], noise: NoiseSource | None,
+               batch: int = 1, fixed_noise: torch.Tensor | None = None, start_scale: int = 0,
+               train_sizes: list[Size] | None = None) -> torch.Tensor:
+    """Run the pyramid from zeros at the coarsest scale to `sizes[len(generators) - 1]`.
+
+    Args:
+        generators:  ScaleGenerators, coarsest first (len(generators) <= len(sizes))
+        noise_amps:  noise standard deviation per scale
+        sizes:       (H, W) per scale for the random scales
+        noise:       `noise(scale, shape)` -> noise map, for scales >= start_scale
+        fixed_noise: the coarsest reconstruction noise [1, C, H0, W0]
+        start_scale: scales below it reproduce the reconstruction of the real image
+                     (fixed noise at scale 0, none above) at `train_sizes`; the result
+                     is then stretched to `sizes[start_scale]` and refined with noise.
+                     start_scale = len(generators) gives the reconstruction itself.
+        train_sizes: the training pyramid (defaults to `sizes`)
+    Returns:
+        images [batch, C, H, W], roughly in [-1, 1]
+    """
+    train_sizes = train_sizes or sizes
+    x = None
+    for k, G in enumerate(generators):
+        reconstruct = k < start_scale
+        size = tuple(train_sizes[k] if reconstruct else sizes[k])
+        channels = G.to_image.out_channels
+        device = G.to_image.weight.device
+        x = torch.zeros(batch, channels, *size, device=device) if x is None else resize(x, size)
+        if reconstruct:
+            z = fixed_noise.expand(batch, -1, -1, -1) if k == 0 else torch.zeros_like(x)
+        else:
+            z = noise(k, (batch, channels, *size))
+        x = G(noise_amps[k] * z + x, x)
+    return x
+
+
+# ---------------------------------------------------------------------------
+# Checkpoint -> sampler
+
+def generators_from_checkpoint(checkpoint: dict, device) -> list[ScaleGenerator]:
+    """Every trained scale's G (eval mode, frozen) from a SinGAN checkpoint."""
+    config = checkpoint["config"]
+    channels = config["data"]["channels"]
+    generators = []
+    for k in range(len(checkpoint["noise_amps"])):
+        G = build_scale("G", config, k, channels)
+        G.load_state_dict(checkpoint["G"][str(k)])
+        generators.append(G.to(device).eval().requires_grad_(False))
+    return generators
+
+
+def sampler_from_checkpoint(checkpoint: dict, device, seed: int = 0, truncation: float = 1.0, use_ema: bool = True,
+                            size: Size | str | None = None, start_scale: int = 0):
+    """Sample indices -> images in [-1, 1] from a SinGAN checkpoint.
+
+    Sample i depends only on (seed, i). `size` (H, W) or 'HxW' sets the output
+    size (default: the training size; any aspect ratio works). `start_scale` n
+    > 0 keeps the real image's structure from the n coarsest scales (their
+    reconstruction) and samples only the finer ones. SinGAN has no EMA
+    generator and no truncation: `use_ema` is ignored and `truncation` must be 1.
+    """
+    if truncation != 1.0:
+        raise ValueError("SinGAN has no latent space to truncate; use truncation 1")
+    trained = checkpoint["pyramid"][:len(checkpoint["noise_amps"])]  # fewer than all while training runs
+    if not 0 <= start_scale < len(trained):
+        raise ValueError(f"start_scale {start_scale}: expected 0..{len(trained) - 1} for this checkpoint")
+    if isinstance(size, str):
+        size = parse_size(size)
+    generators = generators_from_checkpoint(checkpoint, device)[:len(trained)]
+    amps = checkpoint["noise_amps"][:len(trained)]
+    fixed = checkpoint["fixed_noise"].to(device)
+    train_sizes = [tuple(s) for s in trained]
+    sizes = output_sizes(train_sizes, tuple(size) if size else None)
+
+    @torch.no_grad()
+    def sample(indices: torch.Tensor) -> torch.Tensor:
+        per_sample = [generator(seed, "sample", int(i), device=device) for i in indices.cpu()]
+
+        def noise(k, shape):
+            return torch.cat([draw_noise(g, (1, *shape[1:]), k == 0, device) for g in per_sample])
+
+        return synthesize(generators, amps, sizes, noise, batch=len(per_sample), fixed_noise=fixed,
+                          start_scale=start_scale, train_sizes=train_sizes)
+
+    sample.channels = checkpoint["config"]["data"]["channels"]
+    sample.resolution = sizes[-1]  # (H, W): SinGAN's output need not be square
+    sample.size = sizes[-1]
+    return sample

@@ -1,0 +1,222 @@
+"""SinGAN: pyramid geometry, PSNR/SSIM/SIFID math, the training script end to end, resume, two processes."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from plumbing import assert_state_close, load_checkpoint, run_script
+
+from eval.psnr_ssim import gaussian_window, psnr, ssim
+from eval.sifid import SIFID, ImageTooSmall
+from nets.singan import generators_from_checkpoint, output_sizes, pyramid_sizes, sampler_from_checkpoint, synthesize
+
+SCRIPT = "train_singan.py"
+TINY = ["--config", "configs/singan_tiny.yaml"]  # 48 px frame, 3 scales (28, 37, 48 px), 20 steps each
+
+
+# ---------------------------------------------------------------------------
+# Pyramid geometry
+
+def test_pyramid_sizes():
+    # The reference's rule: ceil(log(min/short) / log(r)) steps, r adjusted to land on min_size exactly.
+    assert pyramid_sizes(48, 48, 48, 28, 0.75) == [(28, 28), (37, 37), (48, 48)]  # r = (28/48)^(1/2) = 0.764
+    sizes = pyramid_sizes(250, 250, 250, 25, 0.75)
+    assert len(sizes) == 10 and sizes[0] == (25, 25) and sizes[-1] == (250, 250)  # log(0.1)/log(0.75) = 8.004
+    ratios = [b[0] / a[0] for a, b in zip(sizes, sizes[1:])]
+    assert all(abs(r - 10 ** (1 / 9)) < 0.03 for r in ratios)
+    # Non-square: the long side is fitted to max_size, the short side ends at min_size, aspect kept.
+    sizes = pyramid_sizes(375, 500, 250, 25, 0.75)
+    assert sizes[-1] == (188, 250) and min(sizes[0]) == 25 and len(sizes) == 9
+    assert all(abs(w / h - 500 / 375) < 0.05 for h, w in sizes)
+    assert pyramid_sizes(32, 32, 250, 25, 0.75)[-1] == (32, 32)  # never enlarged
+    assert pyramid_sizes(20, 30, 250, 25, 0.75) == [(20, 30)]  # already below min_size: one scale
+    # Other output sizes stretch every scale by the same factors and end exactly at the request.
+    assert output_sizes([(28, 28), (37, 37), (48, 48)], (48, 96)) == [(28, 56), (37, 74), (48, 96)]
+
+
+# ---------------------------------------------------------------------------
+# PSNR and SSIM against closed forms and a direct (loop) implementation
+
+def test_psnr_values():
+    x = torch.zeros(1, 8, 8, dtype=torch.uint8)
+    assert psnr(x, x + 10).item() == pytest.approx(10 * math.log10(255 ** 2 / 100))  # 28.131 dB
+    assert psnr(x, x).item() == math.inf
+    assert psnr(x.float() / 255, (x.float() + 10) / 255, data_range=1.0).item() == pytest.approx(28.1308, abs=1e-4)
+
+
+def _ssim_by_loops(x: np.ndarray, y: np.ndarray, size=11, sigma=1.5, L=255.0) -> float:
+    """SSIM written out per window position, straight from Wang et al. (2004), eq. (13)-(16)."""
+    coords = np.arange(size) - (size - 1) / 2
+    g = np.exp(-coords ** 2 / (2 * sigma ** 2))
+    w = np.outer(g, g) / np.outer(g, g).sum()
+    c1, c2 = (0.01 * L) ** 2, (0.03 * L) ** 2
+    values = []
+    for i in range(x.shape[0] - size + 1):
+        for j in range(x.shape[1] - size + 1):
+            a, b = x[i:i + size, j:j + size], y[i:i + size, j:j + size]
+            mu_a, mu_b = (w * a).sum(), (w * b).sum()
+            var_a, var_b = (w * (a - mu_a) ** 2).sum(), (w * (b - mu_b) ** 2).sum()
+            cov = (w * (a - mu_a) * (b - mu_b)).sum()
+            values.append((2 * mu_a * mu_b + c1) * (2 * cov + c2) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2)))
+    return float(np.mean(values))
+
+
+def test_ssim_values():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (1, 3, 16, 20), generator=g, dtype=torch.uint8)
+    assert ssim(x, x).item() == pytest.approx(1.0, abs=1e-12)
+    # Constant images a and b: variances and covariance vanish, SSIM = (2ab + C1) / (a^2 + b^2 + C1).
+    a, b, c1 = 100.0, 120.0, (0.01 * 255) ** 2
+    const_a, const_b = torch.full((1, 1, 16, 16), a), torch.full((1, 1, 16, 16), b)
+    assert ssim(const_a, const_b).item() == pytest.approx((2 * a * b + c1) / (a * a + b * b + c1), rel=1e-12)
+    assert ssim(const_a, const_b).item() == pytest.approx(24006.5025 / 24406.5025, rel=1e-12)  # = 0.9836109
+    # A noisy copy, against the per-window definition.
+    y = (x.float() + 40 * torch.randn(x.shape, generator=g)).clamp(0, 255)
+    expected = np.mean([_ssim_by_loops(x[0, c].double().numpy(), y[0, c].double().numpy()) for c in range(3)])
+    assert ssim(x, y).item() == pytest.approx(expected, rel=1e-10)
+    assert 0.1 < expected < 0.9
+    # Images smaller than the window use the largest odd window that fits.
+    small_x, small_y = x[:, :1, :8, :8], y[:, :1, :8, :8]
+    assert ssim(small_x, small_y).item() == pytest.approx(
+        _ssim_by_loops(small_x[0, 0].double().numpy(), small_y[0, 0].double().numpy(), size=7), rel=1e-10)
+    assert gaussian_window().sum().item() == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------------------
+# SIFID with a stand-in feature extractor: closed-form Fréchet distances
+
+def pixel_pairs(images: torch.Tensor) -> torch.Tensor:
+    """2-d features per position: the pixel and its right-hand neighbour."""
+    x = images.double()[:, :1]
+    return torch.cat([x, x.roll(-1, dims=3)], dim=1)
+
+
+def test_sifid_math():
+    g = torch.Generator().manual_seed(1)
+    real = torch.randint(50, 128, (1, 12, 12), generator=g, dtype=torch.uint8)
+    metric = SIFID(real, features=pixel_pairs)
+    values = metric.scores(torch.stack([real, real + 5, real * 2]))
+    # Same covariance, means apart by (5, 5): d^2 = 50. Features doubled: covariance x4, so
+    # d^2 = |mu|^2 + Tr(S + 4S - 2 * 2S) = |mu|^2 + Tr(S).
+    features = pixel_pairs(real[None])[0].flatten(1).T.numpy()
+    doubled = (features.mean(axis=0) ** 2).sum() + np.trace(np.cov(features, rowvar=False))
+    np.testing.assert_allclose(values, [0.0, 50.0, doubled], atol=1e-6)
+    result = metric.evaluate(torch.stack([real, real + 5]))
+    assert result == {"sifid": pytest.approx(25.0, abs=1e-6), "sifid_std": pytest.approx(25.0, abs=1e-6),
+                      "num_fake": 2}
+    with pytest.raises(ImageTooSmall):
+        SIFID(real[:, :1, :1], features=pixel_pairs)
+
+
+# ---------------------------------------------------------------------------
+# The training script
+
+def test_run_folder_samples_of_other_sizes_and_metrics(tmp_path):
+    out = tmp_path / "run"
+    result = run_script(SCRIPT, [*TINY, f"out_dir={out}"])
+    assert "3 scales: 28x28 -> 37x37 -> 48x48" in result.stdout
+    assert os.path.isfile(out / "config.yaml")
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(out / "tb"))
+    samples = set(os.listdir(out / "samples"))
+    for name in ("real.png", "reconstruction.png", "overview.png", "final_48x48.png", "final_48x72.png"):
+        assert name in samples, name
+    assert sum(f.startswith("random") for f in samples) == 3  # one grid per scale
+    with Image.open(out / "samples" / "final_48x72.png") as grid:  # 8 samples, 4 columns, 48x72 each
+        assert grid.size == (4 * 72, 2 * 48)
+
+    with open(out / "metrics.jsonl") as f:
+        records = [json.loads(line) for line in f]
+    assert [r["scale"] for r in records] == [0, 1, 2] and [r["size"] for r in records] == [[28, 28], [37, 37], [48, 48]]
+    for r in records:
+        assert 5 < r["psnr"] < 100 and 0 < r["ssim"] <= 1
+    assert "sifid" not in records[0]  # 28 px: Inception block 1 has a single position
+    assert all(r["sifid"] > 0 and r["num_fake"] == 4 for r in records[1:])
+    assert records[2]["psnr"] > records[0]["psnr"]  # the reconstruction sharpens up the pyramid
+
+    checkpoint = load_checkpoint(out)  # weights_only
+    assert checkpoint["model"] == "singan" and checkpoint["pyramid"] == [[28, 28], [37, 37], [48, 48]]
+    assert len(checkpoint["noise_amps"]) == 3 and checkpoint["noise_amps"][0] == 1.0
+    assert checkpoint["fixed_noise"].shape == (1, 1, 28, 28) and set(checkpoint["G"]) == {"0", "1", "2"}
+    assert checkpoint["real"].shape == (1, 48, 48) and checkpoint["real"].dtype == torch.uint8
+    assert (checkpoint["scale"], checkpoint["scale_step"], checkpoint["step"]) == (2, 20, 60)
+
+    # The reconstruction PSNR in metrics.jsonl, recomputed from the checkpoint alone.
+    generators = generators_from_checkpoint(checkpoint, "cpu")
+    with torch.no_grad():
+        recon = synthesize(generators, checkpoint["noise_amps"], [tuple(s) for s in checkpoint["pyramid"]], None,
+                           fixed_noise=checkpoint["fixed_noise"], start_scale=3)
+    recon_uint8 = (recon * 127.5 + 127.5).round().clamp(0, 255).to(torch.uint8)
+    assert psnr(recon_uint8[0], checkpoint["real"]).item() == pytest.approx(records[2]["psnr"], rel=1e-6)
+
+    # Samples at another size and aspect ratio; sample i independent of the batch; coarse structure kept.
+    sampler = sampler_from_checkpoint(checkpoint, "cpu", size="40x100")
+    batch = sampler(torch.arange(4))
+    assert batch.shape == (4, 1, 40, 100) and sampler.channels == 1 and sampler.resolution == (40, 100)
+    torch.testing.assert_close(sampler(torch.tensor([2])), batch[2:3], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(batch[0], batch[1])
+    fixed_start = sampler_from_checkpoint(checkpoint, "cpu", start_scale=2)(torch.arange(4))
+    random_start = sampler_from_checkpoint(checkpoint, "cpu")(torch.arange(4))
+    real = checkpoint["real"].float() / 127.5 - 1
+    assert (fixed_start - real).pow(2).mean() < (random_start - real).pow(2).mean()
+    with pytest.raises(ValueError):
+        sampler_from_checkpoint(checkpoint, "cpu", start_scale=3)
+
+    # eval/sifid.py --ckpt reproduces the training-time SIFID (same seed, same samples).
+    cli = run_script("eval/sifid.py", ["--ckpt", str(out / "checkpoints" / "last.pt"), "--num-samples", "4",
+                                       "--json"])
+    assert json.loads(cli.stdout.strip().splitlines()[-1])["sifid"] == pytest.approx(records[2]["sifid"], rel=1e-4)
+
+
+def test_resume_continues_at_the_right_scale_and_step(tmp_path):
+    args = [*TINY, "eval.sifid=false", "train.steps_per_scale=12"]  # checkpoints every 8 steps
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    run_script(SCRIPT, [*args, f"out_dir={straight}"])
+    run_script(SCRIPT, [*args, f"out_dir={resumed}", "train.max_steps=12"])  # stops at the end of scale 0
+    first = load_checkpoint(resumed)
+    assert (first["scale"], first["scale_step"]) == (0, 12)
+    result = run_script(SCRIPT, [*args, f"out_dir={resumed}", "train.max_steps=19", "--resume", "auto"])
+    assert "resumed from" in result.stdout and "at scale 0 step 12" in result.stdout
+    middle = load_checkpoint(resumed)
+    assert (middle["scale"], middle["scale_step"], middle["step"]) == (1, 7, 19)  # mid-scale stop
+    result = run_script(SCRIPT, [*args, f"out_dir={resumed}", "--resume", "auto"])
+    assert "at scale 1 step 7" in result.stdout
+    a, b = load_checkpoint(straight), load_checkpoint(resumed)
+    assert a["step"] == b["step"] == 36 and a["noise_amps"] == b["noise_amps"]
+    for name in ("G", "D", "optimizers"):
+        assert_state_close(a[name], b[name], path=name)  # bit for bit
+    assert torch.equal(a["fixed_noise"], b["fixed_noise"])
+
+
+def _write_colour_image(path):
+    yy, xx = np.mgrid[0:40, 0:56]
+    image = np.stack([128 + 100 * np.sin(xx / 3), 128 + 100 * np.cos(yy / 4), (xx * yy) % 256], axis=-1)
+    Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(path)
+
+
+def test_two_processes_colour_image(tmp_path):
+    """Each process draws its own noise (so the result differs from one process by design); the averaged
+    gradients must keep both processes' networks identical, which the script checks at every scale's end."""
+    image = tmp_path / "colour.png"
+    _write_colour_image(image)
+    out = tmp_path / "two"
+    result = run_script(SCRIPT, [*TINY, f"data.path={image}", "data.channels=3", "data.max_size=56", "train.batch_size=2",
+                                 "train.steps_per_scale=8", "eval.sifid=false", f"out_dir={out}"], nproc=2)
+    assert result.stdout.count("networks identical on 2 processes") == 3
+    checkpoint = load_checkpoint(out)
+    assert checkpoint["pyramid"] == [[28, 39], [33, 47], [40, 56]]  # non-square, aspect kept
+    assert checkpoint["real"].shape == (3, 40, 56) and checkpoint["fixed_noise"].shape == (1, 3, 28, 39)
+    sample = sampler_from_checkpoint(checkpoint, "cpu")(torch.arange(2))
+    assert sample.shape == (2, 3, 40, 56) and torch.isfinite(sample).all()
+
+
+def test_bad_input_is_one_line(tmp_path):
+    for override, key in (("train.kimg=5", "train.kimg"), ("data.resolution=64", "data.resolution"),
+                          ("data.path=/nonexistent.png", "data.path")):
+        result = run_script(SCRIPT, [*TINY, override, f"out_dir={tmp_path / 'bad'}"], expect_status=2)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and key in lines[0], result.stderr
