@@ -24,7 +24,12 @@ def forced_ref() -> bool:
 
 
 def use_cuda(x: torch.Tensor, impl: str | None) -> bool:
-    """True when an op on x should run the CUDA implementation."""
+    """True when an op on x should run the CUDA implementation.
+
+    Only a CUDA tensor with impl 'cuda' or None asks for it, so CPU-only use
+    never starts a build; the first such request builds (or loads) the
+    extension, and when that is impossible warns once why and returns False.
+    """
     if impl not in (None, "cuda", "ref"):
         raise ValueError(f"impl must be 'cuda', 'ref' or None, got {impl!r}")
     if impl == "ref" or x.device.type != "cuda" or forced_ref():
@@ -35,7 +40,13 @@ def use_cuda(x: torch.Tensor, impl: str | None) -> bool:
 def extension_available() -> bool:
     """Whether the compiled extension can be used; warns once when it cannot."""
     global _warned
-    if not _warned:
-        _warned = True
-        warnings.warn("smallgan ops: CUDA implementation not available yet; using the PyTorch reference.")
-    return False
+    from ops import _build
+
+    try:
+        _build.load()
+        return True
+    except _build.BuildUnavailable as e:
+        if not _warned:
+            _warned = True
+            warnings.warn(f"smallgan ops: using the PyTorch reference instead of the CUDA kernels: {e}", stacklevel=4)
+        return False

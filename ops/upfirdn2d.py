@@ -196,9 +196,7 @@ def _upfirdn_pass(x, g, upx, upy, downx, downy, padx0, padx1, pady0, pady1):
     cx = max(min(-ex0, -ex1), 0)
     cy = max(min(-ey0, -ey1), 0)
     x = F.conv_transpose2d(x, w, stride=(upy, upx), padding=(cy, cx), groups=channels)
-    rest = [ex0 + cx, ex1 + cx, ey0 + cy, ey1 + cy]
-    if any(rest):
-        x = F.pad(x, rest)
+    x = _pad(x, [ex0 + cx, ex1 + cx, ey0 + cy, ey1 + cy])
     if downx > 1 or downy > 1:
         x = x[:, :, ::downy, ::downx]
     return x
@@ -212,10 +210,18 @@ def _split_padding(x, padx0, padx1, pady0, pady1):
     """
     px = max(min(padx0, padx1), 0)
     py = max(min(pady0, pady1), 0)
-    rest = [padx0 - px, padx1 - px, pady0 - py, pady1 - py]
-    if any(rest):
-        x = F.pad(x, rest)
-    return x, (py, px)
+    return _pad(x, [padx0 - px, padx1 - px, pady0 - py, pady1 - py]), (py, px)
+
+
+def _pad(x, pads):
+    """Pads [x0, x1, y0, y1]; negative values crop, even past the far edge
+    (e.g. [-5, 3] on 4 pixels leaves 2 zeros), which F.pad cannot do in one go."""
+    if min(pads) >= 0:
+        return F.pad(x, pads) if max(pads) > 0 else x
+    if max(pads) > 0:
+        x = F.pad(x, [max(p, 0) for p in pads])
+    x0, x1, y0, y1 = (max(-p, 0) for p in pads)
+    return x[:, :, y0 : x.shape[2] - y1, x0 : x.shape[3] - x1]
 
 
 # ----------------------------------------------------------------------------
