@@ -12,7 +12,10 @@ import torch
 import torch.nn.functional as F
 
 import ops
+from ops import _custom, _dispatch
 from ops.upfirdn2d import _parse_padding, _parse_scaling
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 # ----------------------------------------------------------------------------
@@ -166,6 +169,15 @@ def test_upfirdn2d_channels_last_and_float32():
     expected = upfirdn2d_loops(x, f, up=2, padding=[2, 1, 2, 1], gain=4).float()
     y = ops.upfirdn2d(x.contiguous(memory_format=torch.channels_last), f, up=2, padding=[2, 1, 2, 1], gain=4)
     torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_upfirdn2d_crop_past_the_far_edge():
+    # Cropping 8 columns of 6 and padding 4 leaves zeros only.
+    x = _double(1, 1, 3, 6)
+    for impl_pad in ([-8, 4, 0, 0], [4, -8, 1, -1]):
+        y = ops.upfirdn2d(x, None, padding=impl_pad)
+        torch.testing.assert_close(y, upfirdn2d_loops(x, None, padding=impl_pad))
+        assert y.shape[3] == 2 and not y.any()
 
 
 def test_upfirdn2d_rejects_bad_arguments():
@@ -326,3 +338,207 @@ def test_conv2d_resample_gradgradcheck():
         fn = lambda a, b: ops.conv2d_resample(a, b, f, up=up, down=down, padding=1)  # noqa: E731
         assert torch.autograd.gradcheck(fn, (x, w))
         assert torch.autograd.gradgradcheck(fn, (x, w))
+
+
+# ----------------------------------------------------------------------------
+# The torch.library ops behind impl='cuda'. On CPU tensors they run the
+# reference, which checks their schemas, fake kernels and backward formulas
+# (the same formulas the CUDA kernels are differentiated with).
+
+UPFIRDN2D_OP_CASES = [
+    # f, up_x, up_y, down_x, down_y, pad_x0, pad_x1, pad_y0, pad_y1, flip_filter, gain
+    ("4x4", 2, 2, 1, 1, 2, 1, 2, 1, False, 4.0),
+    ("4x4", 1, 1, 2, 2, 1, 1, 1, 1, False, 1.0),
+    ("3x2", 2, 1, 1, 3, 1, -1, 2, 0, True, 1.5),
+    ("1d5", 3, 2, 2, 1, -1, 3, 2, 2, False, 2.0),
+]
+
+
+def _op_filter(name):
+    return {"4x4": ops.setup_filter([1, 3, 3, 1]), "3x2": _double(3, 2, seed=4).float(), "1d5": _double(5, seed=5).float()}[name]
+
+
+@pytest.mark.parametrize("case", UPFIRDN2D_OP_CASES, ids=lambda c: f"{c[0]}-up{c[1]}{c[2]}-down{c[3]}{c[4]}")
+def test_registered_upfirdn2d_derivatives(case):
+    f = _op_filter(case[0]).double()
+    x = _double(1, 2, 5, 4).requires_grad_()
+    fn = lambda t: _custom.upfirdn2d_cuda(t, f, *case[1:])  # noqa: E731
+    torch.testing.assert_close(fn(x), ops.upfirdn2d(x, f, up=case[1:3], down=case[3:5], padding=case[5:9], flip_filter=case[9], gain=case[10], impl="ref"))
+    assert torch.autograd.gradcheck(fn, (x,))
+    assert torch.autograd.gradgradcheck(fn, (x,))
+
+
+@pytest.mark.parametrize("act", list(ops.activation_funcs))
+def test_registered_bias_act_derivatives(act):
+    x = _double(2, 3, 2, 2)
+    x = (x + 0.1 * torch.sign(x)).requires_grad_()
+    b = (_double(3, seed=1) * 0.01).requires_grad_()
+    for clamp in (-1.0, 0.7):
+        fn = lambda t, bias: _custom.bias_act_cuda(t, bias, 1, act, 0.25, 1.3, clamp)  # noqa: E731
+        torch.testing.assert_close(fn(x, b), ops.bias_act(x, b, act=act, alpha=0.25, gain=1.3, clamp=clamp, impl="ref"))
+        assert torch.autograd.gradcheck(fn, (x, b))
+        assert torch.autograd.gradgradcheck(fn, (x, b))
+
+
+def test_registered_ops_opcheck():
+    x = _double(2, 3, 5, 5).requires_grad_()
+    x_cl = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    f = _op_filter("4x4").double()
+    b = _double(3, seed=1).requires_grad_()
+    cases = [
+        (torch.ops.smallgan.upfirdn2d.default, (x, f, 2, 2, 1, 1, 2, 1, 2, 1, False, 4.0)),
+        (torch.ops.smallgan.upfirdn2d.default, (x_cl, f, 1, 1, 2, 2, 1, 1, 1, 1, True, 1.0)),
+        (torch.ops.smallgan.bias_act.default, (x, b, 1, "lrelu", 0.2, 1.4, -1.0)),
+        (torch.ops.smallgan.bias_act.default, (x_cl, None, 1, "swish", 0.0, 1.0, 0.5)),
+        (torch.ops.smallgan.bias_act_grad.default, (torch.randn_like(x), x, b, 1, "tanh", 0.0, 1.0, -1.0, 1)),
+    ]
+    for op, args in cases:
+        torch.library.opcheck(op, args, test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+
+
+def test_registered_ops_compile_without_graph_breaks():
+    f = ops.setup_filter([1, 3, 3, 1])
+    b = torch.randn(3, requires_grad=True)
+
+    def layer(t, bias):
+        t = _custom.upfirdn2d_cuda(t, f, 2, 2, 1, 1, 2, 1, 2, 1, False, 4.0)
+        return _custom.bias_act_cuda(t, bias, 1, "lrelu", 0.2, 2**0.5, 256.0)
+
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager", dynamic=False)
+    x = torch.randn(2, 3, 4, 4, requires_grad=True)
+    y = compiled(x, b)
+    torch.testing.assert_close(y, layer(x, b))
+    grads = torch.autograd.grad(y.square().sum(), [x, b])
+    expected = torch.autograd.grad(layer(x, b).square().sum(), [x, b])
+    for g, e in zip(grads, expected):
+        torch.testing.assert_close(g, e)
+
+
+def test_bias_act_third_derivative_is_refused():
+    x = _double(3).requires_grad_()
+    y = _custom.bias_act_cuda(x, None, 0, "tanh", 0.0, 1.0, -1.0)
+    (g,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+    (gg,) = torch.autograd.grad(g.sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="first and second derivatives"):
+        torch.autograd.grad(gg.sum(), x)
+
+
+# ----------------------------------------------------------------------------
+# GPU: the CUDA kernels against the reference. Skipped without a GPU.
+
+GPU_UPFIRDN2D_CASES = {
+    "upsample2d": dict(f="4x4", up=2, padding=[2, 1, 2, 1], gain=4.0),
+    "downsample2d": dict(f="4x4", down=2, padding=1),
+    "blur": dict(f="4x4", padding=2),
+    "mixed": dict(f="3x2", up=[2, 1], down=[1, 3], padding=[1, -1, 2, 0], flip_filter=True, gain=1.5),
+    "separable": dict(f="1d5", up=3, down=2, padding=[-1, 3, 2, 2], gain=2.0),
+}
+
+# Agreement with a float64 reference: (rtol, atol) per dtype.
+GPU_TOLERANCE = {torch.float32: (1e-5, 1e-5), torch.float16: (1e-2, 1e-2), torch.bfloat16: (5e-2, 5e-2)}
+
+
+@pytest.fixture
+def cuda_ext():
+    """The built extension; fails (instead of silently testing the reference) when it does not build."""
+    assert _dispatch.use_cuda(torch.zeros(1, device="cuda"), "cuda"), "the CUDA extension did not build"
+
+
+def _gpu_upfirdn2d(x, spec, impl):
+    spec = dict(spec)
+    f = _op_filter(spec.pop("f")).to(x.device)
+    return ops.upfirdn2d(x, f, impl=impl, **spec)
+
+
+def _scaled_close(actual, expected, dtype):
+    rtol, atol = GPU_TOLERANCE[dtype]
+    scale = expected.abs().max().clamp(min=1).item()
+    torch.testing.assert_close(actual.double(), expected.double(), rtol=rtol, atol=atol * scale)
+
+
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("case", list(GPU_UPFIRDN2D_CASES))
+def test_gpu_upfirdn2d_matches_reference(cuda_ext, case, channels_last, dtype):
+    spec = GPU_UPFIRDN2D_CASES[case]
+    x64 = torch.randn(4, 8, 17, 16, dtype=torch.float64, device="cuda")
+    x = x64.to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x = x.requires_grad_()
+    x64 = x.detach().double().requires_grad_()
+    y = _gpu_upfirdn2d(x, spec, "cuda")
+    y64 = _gpu_upfirdn2d(x64, spec, "ref")
+    assert y.dtype == dtype and y.shape == y64.shape
+    _scaled_close(y, y64, dtype)
+    # First derivative, and the second through the backward's backward (w.r.t. dy).
+    dy64 = torch.randn_like(y64).requires_grad_()
+    dy = dy64.detach().to(dtype).requires_grad_()
+    (g,) = torch.autograd.grad(y, x, dy, create_graph=True)
+    (g64,) = torch.autograd.grad(y64, x64, dy64, create_graph=True)
+    _scaled_close(g, g64, dtype)
+    v64 = torch.randn_like(g64)
+    (h,) = torch.autograd.grad(g, dy, v64.to(dtype))
+    (h64,) = torch.autograd.grad(g64, dy64, v64)
+    _scaled_close(h, h64, dtype)
+
+
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("act", list(ops.activation_funcs))
+def test_gpu_bias_act_matches_reference(cuda_ext, act, dtype):
+    for clamp, channels_last in [(None, False), (0.8, True)]:
+        x64 = torch.randn(4, 8, 6, 5, dtype=torch.float64, device="cuda") * 2
+        b64 = torch.randn(8, dtype=torch.float64, device="cuda")
+        x = x64.to(dtype)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        x, b = x.requires_grad_(), b64.to(dtype).requires_grad_()
+        x64, b64 = x.detach().double().requires_grad_(), b.detach().double().requires_grad_()
+        y = ops.bias_act(x, b, act=act, clamp=clamp, impl="cuda")
+        y64 = ops.bias_act(x64, b64, act=act, clamp=clamp, impl="ref")
+        assert y.dtype == dtype and y.is_contiguous(memory_format=torch.channels_last) == channels_last
+        _scaled_close(y, y64, dtype)
+        dy64 = torch.randn_like(y64).requires_grad_()
+        dy = dy64.detach().to(dtype).requires_grad_()
+        gx, gb = torch.autograd.grad(y, [x, b], dy, create_graph=True)
+        gx64, gb64 = torch.autograd.grad(y64, [x64, b64], dy64, create_graph=True)
+        _scaled_close(gx, gx64, dtype)
+        _scaled_close(gb, gb64, dtype)
+        if act in ("linear", "relu", "lrelu"):
+            continue  # zero second derivative w.r.t. x: the graph ends at dy
+        v64 = torch.randn_like(gx64)
+        hx, hdy = torch.autograd.grad(gx, [x, dy], v64.to(dtype))
+        hx64, hdy64 = torch.autograd.grad(gx64, [x64, dy64], v64)
+        _scaled_close(hx, hx64, dtype)
+        _scaled_close(hdy, hdy64, dtype)
+
+
+@requires_cuda
+def test_gpu_gradgradcheck_float64(cuda_ext):
+    f = _op_filter("4x4").double().cuda()
+    x = torch.randn(1, 2, 5, 4, dtype=torch.float64, device="cuda", requires_grad=True)
+    up = lambda t: ops.upfirdn2d(t, f, up=2, down=[1, 2], padding=[2, 1, 1, 2], impl="cuda")  # noqa: E731
+    assert torch.autograd.gradcheck(up, (x,)) and torch.autograd.gradgradcheck(up, (x,))
+    b = torch.randn(2, dtype=torch.float64, device="cuda", requires_grad=True)
+    act = lambda t, bias: ops.bias_act(t, bias, act="swish", clamp=3.0, impl="cuda")  # noqa: E731
+    assert torch.autograd.gradcheck(act, (x, b)) and torch.autograd.gradgradcheck(act, (x, b))
+
+
+@requires_cuda
+def test_gpu_resampling_layers_and_compile(cuda_ext, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # conv2d in true float32
+    f = ops.setup_filter([1, 3, 3, 1], device="cuda")
+    x = torch.randn(2, 8, 8, 8, device="cuda")
+    w = torch.randn(4, 8, 3, 3, device="cuda")
+    for kwargs in (dict(up=2, padding=1), dict(down=2, padding=1), dict(down=2)):
+        weight = w if kwargs.get("padding") else w[:, :, :1, :1]
+        expected = ops.conv2d_resample(x.double(), weight.double(), f.double(), impl="ref", **kwargs)
+        _scaled_close(ops.conv2d_resample(x, weight, f, impl="cuda", **kwargs), expected, torch.float32)
+
+    def layer(t):
+        return ops.bias_act(ops.upsample2d(t, f, impl="cuda"), act="lrelu", impl="cuda")
+
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x), layer(x))
