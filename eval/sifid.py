@@ -68,8 +68,23 @@ class InceptionBlock1:
         self.device = torch.device(device)
         self.model = _build_inception_block1().to(self.device).eval()
 
+    @staticmethod
+    def feature_size(height: int, width: int) -> tuple[int, int]:
+        """Block 1's map size for an input size (0 where the input is too small for its pooling)."""
+
+        def side(s):
+            s = (s - 3) // 2 + 1 - 2        # Conv2d_1a (3x3, stride 2), Conv2d_2a (3x3); Conv2d_2b keeps the size
+            s = (s - 3) // 2 + 1 - 2        # max pool (3, stride 2), Conv2d_3b (1x1), Conv2d_4a (3x3)
+            return max(0, (s - 3) // 2 + 1) if s >= 3 else 0  # max pool (3, stride 2)
+
+        return side(height), side(width)
+
     @torch.no_grad()
     def __call__(self, images_uint8: torch.Tensor) -> torch.Tensor:
+        h, w = self.feature_size(*images_uint8.shape[-2:])
+        if h * w < 2:
+            raise ImageTooSmall(f"SIFID: a {images_uint8.shape[-2]}x{images_uint8.shape[-1]} image gives "
+                                f"{h}x{w} Inception positions; it needs about 37 px on the short side")
         images = images_uint8.to(self.device).float() / 255  # pytorch-fid maps [0, 1] to Inception's [-1, 1]
         if images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1)

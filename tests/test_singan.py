@@ -12,7 +12,7 @@ from PIL import Image
 from plumbing import assert_state_close, load_checkpoint, run_script
 
 from eval.psnr_ssim import gaussian_window, psnr, ssim
-from eval.sifid import SIFID, ImageTooSmall
+from eval.sifid import SIFID, ImageTooSmall, InceptionBlock1
 from nets.singan import generators_from_checkpoint, output_sizes, pyramid_sizes, sampler_from_checkpoint, synthesize
 
 SCRIPT = "train_singan.py"
@@ -111,6 +111,9 @@ def test_sifid_math():
                       "num_fake": 2}
     with pytest.raises(ImageTooSmall):
         SIFID(real[:, :1, :1], features=pixel_pairs)
+    # Inception block 1's map size (checked against the network): too small below 27 px, 28x28 at 250 px.
+    sizes = {s: InceptionBlock1.feature_size(s, s) for s in (26, 27, 37, 48, 64, 250)}
+    assert sizes == {26: (0, 0), 27: (1, 1), 37: (2, 2), 48: (3, 3), 64: (5, 5), 250: (28, 28)}
 
 
 # ---------------------------------------------------------------------------
