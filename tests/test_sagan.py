@@ -1,9 +1,11 @@
 """SAGAN: layers against explicit formulas, losses and schedules in closed form, and the
 training script through the shared plumbing checks (run folder, resume, 2 processes == 1)."""
 
+import json
 import math
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,6 +16,7 @@ from nets.sagan import (CPUSyncBatchNorm, SAGANModel, SelfAttention, build_discr
                         feature_resolutions)
 from train_sagan import SAGANConfig, SAGANTask, d_loss, epoch_is_evaluated, g_loss
 from training.config import build_config
+from training.images import to_uint8
 
 SCRIPT = "train_sagan.py"
 TINY = ["--config", "configs/sagan_tiny.yaml"]
@@ -165,16 +168,21 @@ def test_bad_attention_resolution_is_one_line_and_exit_2(tmp_path):
     assert len(lines) == 1 and "model.g_attention" in lines[0], result.stderr
 
 
-def test_run_folder_tensorboard_and_sampler(tmp_path):
+def test_run_folder_evaluations_tensorboard_and_generation(tmp_path):
+    """The tiny config evaluates FID/KID after epochs 1 and 2 and at the end (epoch 3): steps 4, 8, 12."""
+    from PIL import Image
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    checkpoint = check_run_folder(SCRIPT, [*TINY, *NO_EVAL], tmp_path, evaluations=0)
+    run = tmp_path / "run"
+    checkpoint = check_run_folder(SCRIPT, TINY, run, evaluations=3)
+    with open(run / "metrics.jsonl") as f:
+        assert [json.loads(line)["step"] for line in f] == [4, 8, 12]
     assert checkpoint["model"] == "sagan" and checkpoint["step"] == 12
     assert set(checkpoint) >= {"G", "G_ema", "D", "optimizers", "scalers"}
     # 4 steps per epoch, lr halved every 2 epochs: the last steps (epoch 2) run at half the rate
     assert [g["lr"] for g in checkpoint["optimizers"]["G"]["param_groups"]] == [1e-4]
     assert any(key.endswith("_u") for key in checkpoint["D"])  # spectral-norm power-iteration state
 
-    events = EventAccumulator(str(tmp_path / "tb"))
+    events = EventAccumulator(str(run / "tb"))
     events.Reload()
     assert {"Loss/D/real", "Loss/D/fake", "Loss/G/adv", "Loss/scores/real", "Loss/scores/fake",
             "Loss/scores/real_prob", "Loss/scores/fake_prob", "Grad/D/norm", "Grad/G/norm",
@@ -188,6 +196,14 @@ def test_run_folder_tensorboard_and_sampler(tmp_path):
     torch.testing.assert_close(sampler(torch.tensor([4, 1])), images[[4, 1]])  # eval-mode BN: per index
     plain = load_sampler(checkpoint, "cpu", seed=3, use_ema=False)(torch.arange(6))
     assert not torch.allclose(plain, images)
+
+    run_script("eval/generate.py", ["--ckpt", str(run / "checkpoints" / "best.pt"), "--num", "3", "--seed", "3",
+                                    "--out", str(tmp_path / "png")])
+    best = load_sampler(torch.load(run / "checkpoints" / "best.pt", weights_only=True), "cpu", seed=3)
+    expected = to_uint8(best(torch.arange(3)))
+    for i in range(3):
+        png = torch.from_numpy(np.array(Image.open(tmp_path / "png" / f"{i:06d}.png")))
+        assert torch.equal(png, expected[i, 0]), i
 
 
 def test_resume_is_deterministic_with_diffaugment_and_hinge(tmp_path):
