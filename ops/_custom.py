@@ -89,13 +89,7 @@ def upfirdn2d_op(
 def _upfirdn2d_cuda_kernel(x, f, up_x, up_y, down_x, down_y, pad_x0, pad_x1, pad_y0, pad_y1, flip_filter, gain):
     shape = _upfirdn2d_out_shape(x, f, up_x, up_y, down_x, down_y, pad_x0, pad_x1, pad_y0, pad_y1)
     y = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=_memory_format(x))
-    # The kernel takes a 2-D filter in cross-correlation orientation, gain included.
-    taps = torch.outer(f, f) if f.dim() == 1 else f
-    if not flip_filter:
-        taps = taps.flip([0, 1])
-    acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    taps = (taps.to(device=x.device, dtype=acc_dtype) * gain).contiguous()
-    _build.load().upfirdn2d(x, taps, y, up_x, up_y, down_x, down_y, pad_x0, pad_y0)
+    _build.load().upfirdn2d(x, f, y, up_x, up_y, down_x, down_y, pad_x0, pad_y0, flip_filter, gain)
     return y
 
 
@@ -141,8 +135,10 @@ def upfirdn2d_cuda(x, f, up_x, up_y, down_x, down_y, pad_x0, pad_x1, pad_y0, pad
         f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
     if max(f.shape) > MAX_FILTER_SIZE:
         return _upfirdn2d_ref(x, f, up_x, up_y, down_x, down_y, pad_x0, pad_x1, pad_y0, pad_y1, flip_filter, gain)
-    # The filter is a constant of the op: no gradient flows into it.
+    # The filter is a constant of the op: no gradient flows into it. The
+    # kernel reads it in its accumulation type (a no-op for float32 buffers).
     f = f.detach().to(device=x.device, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
+    f = f.contiguous()
     return upfirdn2d_op(x, f, up_x, up_y, down_x, down_y, pad_x0, pad_x1, pad_y0, pad_y1, flip_filter, gain)
 
 

@@ -63,11 +63,27 @@ def test_cuda_sources_compile_with_nvcc(tmp_path):
         _build.ensure_built(target, lambda tmp: _build.compile_extension(tmp, name, "9.0", cuda_home), timeout=60)
         module = _build.import_extension(target, name)
         print("BUILT", sorted(n for n in dir(module) if not n.startswith("_")))
+        # The bindings accept the arguments ops/_custom.py passes (a signature
+        # mismatch would raise TypeError) and refuse CPU tensors cleanly.
+        import torch
+        x = torch.zeros(1, 1, 4, 4)
+        for call in (
+            lambda: module.upfirdn2d(x, torch.ones(3), x, 2, 2, 1, 1, 2, 2, False, 4.0),
+            lambda: module.bias_act(x, None, None, x, 1, 2, 0, 0.2, 1.4, -1.0),
+            lambda: module.bias_act(x, torch.zeros(1), x, x, 1, 2, 1, 0.2, 1.4, 0.5),
+        ):
+            try:
+                call()
+            except RuntimeError as e:
+                assert "must be on a CUDA device" in str(e), e
+            else:
+                raise AssertionError("CPU tensors were accepted")
+        print("BINDINGS OK")
     """
     env = {"CUDA_HOME": "/usr/local/cuda", "TORCH_CUDA_ARCH_LIST": "9.0", "MAX_JOBS": "2"}
     result = _run_python(code, env=env, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "BUILT ['bias_act', 'upfirdn2d']" in result.stdout
+    assert "BUILT ['bias_act', 'upfirdn2d']" in result.stdout and "BINDINGS OK" in result.stdout
     (build,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert any(p.name.endswith(".so") for p in build.iterdir())
     assert not list(tmp_path.glob("*.tmp-*"))
@@ -81,7 +97,7 @@ def test_cuda_sources_compile_with_nvcc(tmp_path):
 def emulator(tmp_path_factory):
     compiler = os.environ.get("CXX", "c++")
     lib_path = tmp_path_factory.mktemp("emulator") / "emulate.so"
-    cmd = [compiler, "-std=c++17", "-O1", "-shared", "-fPIC", "-Wall", "-Werror", "-I", CSRC]
+    cmd = [compiler, "-std=c++17", "-O1", "-shared", "-fPIC", "-Wall", "-I", CSRC]
     subprocess.run(cmd + [os.path.join(CSRC, "emulate.cpp"), "-o", str(lib_path)], check=True)
     return ctypes.CDLL(str(lib_path))
 
@@ -93,21 +109,19 @@ def _ptr(t):
 def emulate_upfirdn2d(lib, x, f, up, down, pad, flip_filter, gain, max_grid_y=65535):
     """Runs the kernel logic on the CPU; returns (y, plan, out-of-tile reads)."""
     (upx, upy), (downx, downy), (px0, px1, py0, py1) = up, down, pad
-    taps = torch.outer(f, f) if f.ndim == 1 else f
-    taps = (taps if flip_filter else taps.flip([0, 1])) * gain
-    taps = taps.to(x.dtype).contiguous()
+    f = f.to(x.dtype).contiguous()
     n, c, h, w = x.shape
-    fh, fw = taps.shape
+    fh, fw = (f.shape[0], f.shape[0]) if f.ndim == 1 else f.shape
     out_h = (h * upy + py0 + py1 - fh + downy) // downy
     out_w = (w * upx + px0 + px1 - fw + downx) // downx
     y = torch.full((n, c, out_h, out_w), float("nan"), dtype=x.dtype)
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         y = y.contiguous(memory_format=torch.channels_last)
-    ints = (ctypes.c_int64 * 14)(n, c, h, w, out_h, out_w, upx, upy, downx, downy, px0, py0, fh, fw)
+    ints = (ctypes.c_int64 * 16)(n, c, h, w, out_h, out_w, upx, upy, downx, downy, px0, py0, fh, fw, f.ndim == 1, flip_filter)
     strides = (ctypes.c_int64 * 8)(*x.stride(), *y.stride())
     plan = (ctypes.c_int64 * 5)()
     fn = lib.sg_emulate_upfirdn2d_f64 if x.dtype == torch.float64 else lib.sg_emulate_upfirdn2d_f32
-    violations = fn(_ptr(x), _ptr(taps), _ptr(y), ints, strides, ctypes.c_int64(max_grid_y), plan)
+    violations = fn(_ptr(x), _ptr(f), _ptr(y), ints, strides, ctypes.c_double(gain), ctypes.c_int64(max_grid_y), plan)
     return y, list(plan), violations
 
 

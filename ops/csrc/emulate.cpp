@@ -18,8 +18,8 @@ static int sg_violations = 0;
 using namespace smallgan;
 
 template <typename T, typename A>
-static int emulate_upfirdn2d(const T* x, const A* f, T* y, const int64_t* ints, const int64_t* strides, int64_t max_grid_y,
-                             int64_t* plan) {
+static int emulate_upfirdn2d(const T* x, const A* f, T* y, const int64_t* ints, const int64_t* strides, double gain,
+                             int64_t max_grid_y, int64_t* plan) {
   Upfirdn2dParams p = {};
   p.x = x;
   p.f = f;
@@ -42,6 +42,9 @@ static int emulate_upfirdn2d(const T* x, const A* f, T* y, const int64_t* ints, 
   p.pad_y0 = (int)ints[11];
   p.f_h = (int)ints[12];
   p.f_w = (int)ints[13];
+  p.f_separable = (int)ints[14];
+  p.flip_filter = (int)ints[15];
+  p.gain = gain;
   if (!upfirdn2d_plan(p, sizeof(A), 48 * 1024)) return -1;
   plan[0] = p.tile_w;
   plan[1] = p.tile_h;
@@ -92,17 +95,17 @@ static void emulate_bias_act(const T* x, const T* b, const T* dy, T* out, int64_
 extern "C" {
 
 // ints: batch, channels, in_h, in_w, out_h, out_w, up_x, up_y, down_x, down_y,
-// pad_x0, pad_y0, f_h, f_w. strides: x then y, in elements. plan receives
+// pad_x0, pad_y0, f_h, f_w, f_separable, flip_filter. strides: x then y, in elements. plan receives
 // tile_w, tile_h, planes_per_block, threads, shared_bytes. Returns the
 // number of out-of-tile reads (0 when correct), or -1 when planning fails.
 int sg_emulate_upfirdn2d_f64(const double* x, const double* f, double* y, const int64_t* ints, const int64_t* strides,
-                             int64_t max_grid_y, int64_t* plan) {
-  return emulate_upfirdn2d<double, double>(x, f, y, ints, strides, max_grid_y, plan);
+                             double gain, int64_t max_grid_y, int64_t* plan) {
+  return emulate_upfirdn2d<double, double>(x, f, y, ints, strides, gain, max_grid_y, plan);
 }
 
 int sg_emulate_upfirdn2d_f32(const float* x, const float* f, float* y, const int64_t* ints, const int64_t* strides,
-                             int64_t max_grid_y, int64_t* plan) {
-  return emulate_upfirdn2d<float, float>(x, f, y, ints, strides, max_grid_y, plan);
+                             double gain, int64_t max_grid_y, int64_t* plan) {
+  return emulate_upfirdn2d<float, float>(x, f, y, ints, strides, gain, max_grid_y, plan);
 }
 
 void sg_emulate_bias_act_f64(const double* x, const double* b, const double* dy, double* out, int64_t numel,

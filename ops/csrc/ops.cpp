@@ -29,12 +29,13 @@ void check_launch(cudaError_t err, const char* what) {
 }
 
 // Fills y (allocated by the caller with the output shape) with upfirdn2d(x).
-// f: 2-D, cross-correlation orientation, gain applied, float32 (float64 for
-// float64 x). Only pad_x0/pad_y0 are needed: the output size fixes the rest.
+// f: 2-D [f_h, f_w] or 1-D separable, as given to upfirdn2d, contiguous
+// float32 (float64 for float64 x). Only pad_x0/pad_y0 are needed: the output
+// size fixes the rest.
 void upfirdn2d(const at::Tensor& x, const at::Tensor& f, const at::Tensor& y, int64_t up_x, int64_t up_y, int64_t down_x,
-               int64_t down_y, int64_t pad_x0, int64_t pad_y0) {
+               int64_t down_y, int64_t pad_x0, int64_t pad_y0, bool flip_filter, double gain) {
   TORCH_CHECK(x.is_cuda() && f.is_cuda() && y.is_cuda(), "upfirdn2d: tensors must be on a CUDA device");
-  TORCH_CHECK(x.dim() == 4 && y.dim() == 4 && f.dim() == 2, "upfirdn2d: expected 4-D x and y, 2-D f");
+  TORCH_CHECK(x.dim() == 4 && y.dim() == 4 && (f.dim() == 1 || f.dim() == 2), "upfirdn2d: expected 4-D x and y, 1-D or 2-D f");
   TORCH_CHECK(x.scalar_type() == y.scalar_type(), "upfirdn2d: x and y dtypes differ");
   TORCH_CHECK(f.scalar_type() == (x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat) && f.is_contiguous(),
               "upfirdn2d: f must be contiguous float32 (float64 for float64 input)");
@@ -64,8 +65,11 @@ void upfirdn2d(const at::Tensor& x, const at::Tensor& f, const at::Tensor& y, in
   p.down_y = (int)down_y;
   p.pad_x0 = (int)pad_x0;
   p.pad_y0 = (int)pad_y0;
+  p.f_separable = f.dim() == 1;
   p.f_h = (int)f.size(0);
-  p.f_w = (int)f.size(1);
+  p.f_w = (int)f.size(f.dim() - 1);
+  p.flip_filter = flip_filter;
+  p.gain = gain;
   const int64_t max_shared = 48 * 1024;  // available without opting in on every GPU
   TORCH_CHECK(upfirdn2d_plan(p, (int)f.element_size(), max_shared), "upfirdn2d: filter too large for the kernel");
 

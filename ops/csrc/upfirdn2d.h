@@ -7,11 +7,12 @@
 // for its outputs. Only the taps that hit a non-zero of the upsampled image
 // are visited, so upsampling by 2 with a 4x4 filter costs 4 taps per output.
 //
-// Conventions (set up by the caller in ops/_custom.py): the filter is 2-D,
-// already in cross-correlation orientation and multiplied by the gain, in the
-// accumulation type. Output pixel (oy, ox) reads the zero-inserted, padded
-// image at rows oy * down_y + ky, i.e. input row (oy * down_y + ky - pad_y0) / up_y
-// when that is a whole number, for ky in [0, f_h).
+// The filter arrives as the user gave it (1-D separable or 2-D, in the
+// accumulation type); the block expands it in shared memory to the 2-D
+// cross-correlation taps c[ky][kx], flipped unless flip_filter and times the
+// gain, so the caller launches nothing else. Output pixel (oy, ox) reads the
+// zero-inserted, padded image at rows oy * down_y + ky, i.e. input row
+// (oy * down_y + ky - pad_y0) / up_y when that is a whole number, for ky in [0, f_h).
 #pragma once
 
 #include "common.h"
@@ -20,13 +21,16 @@ namespace smallgan {
 
 struct Upfirdn2dParams {
   const void* x;  // [batch, channels, in_h, in_w], strides x_stride
-  const void* f;  // [f_h, f_w] contiguous, accumulation type
+  const void* f;  // [f_h, f_w], or [f_w] when f_separable (f_h == f_w); contiguous, accumulation type
   void* y;        // [batch, channels, out_h, out_w], strides y_stride
   int64_t x_stride[4];
   int64_t y_stride[4];
   int batch, channels, in_h, in_w, out_h, out_w;
   int up_x, up_y, down_x, down_y, pad_x0, pad_y0;
   int f_w, f_h;
+  int f_separable;  // f is 1-D: taps are f[ky] * f[kx]
+  int flip_filter;  // 0: true convolution (reverse the taps), 1: correlation
+  double gain;
 
   // Launch plan, filled by upfirdn2d_plan().
   int tile_w, tile_h;        // output pixels per tile
@@ -103,7 +107,16 @@ SG_HD Upfirdn2dTile upfirdn2d_tile(const Upfirdn2dParams& p, int tile_index) {
 template <typename A>
 SG_HD void upfirdn2d_load_filter(const Upfirdn2dParams& p, int tid, int nthreads, A* s_f) {
   const A* f = static_cast<const A*>(p.f);
-  for (int i = tid; i < p.f_w * p.f_h; i += nthreads) s_f[i] = f[i];
+  for (int i = tid; i < p.f_w * p.f_h; i += nthreads) {
+    int ky = i / p.f_w;
+    int kx = i - ky * p.f_w;
+    if (!p.flip_filter) {
+      ky = p.f_h - 1 - ky;
+      kx = p.f_w - 1 - kx;
+    }
+    A tap = p.f_separable ? f[ky] * f[kx] : f[ky * p.f_w + kx];
+    s_f[i] = tap * (A)p.gain;
+  }
 }
 
 template <typename T, typename A>
