@@ -131,7 +131,7 @@ class StyleGAN2Config(BaseConfig):
 def r1_penalty(D, real: torch.Tensor, augment=lambda x: x) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample |d D(augment(real)) / d real|^2 (with the graph kept for its own gradient), and D's logits."""
     real = real.detach().requires_grad_(True)
-    logits = D(augment(real)).float()
+    logits = D(augment(real))
     grad, = torch.autograd.grad(logits.sum(), real, create_graph=True)
     return grad.square().sum(dim=[1, 2, 3]), logits
 
@@ -165,6 +165,8 @@ class StyleGAN2Task:
         self.pl_batch = t.batch_size // t.pl_batch_shrink
         self._check_batch_sizes()
 
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
         torch.manual_seed(cfg.seed)  # identical initial weights on every process
         config_dict = to_dict(cfg)
         G = build_generator(config_dict).to(self.device)
@@ -228,11 +230,18 @@ class StyleGAN2Task:
     def _local(self, x: torch.Tensor) -> torch.Tensor:
         return shard(x, self.rank, self.world).to(self.device)
 
+    def _device_randn(self, shape, *keys) -> torch.Tensor:
+        """Standard normal numbers for the global batch drawn on the training device (the large draws:
+        noise maps and path-length directions, no host-to-device copy per step), this process's slice.
+        Every process of a run draws the same numbers; a GPU run's differ from a CPU run's."""
+        g = generator(self.config.seed, *keys, device=self.device)
+        return shard(torch.randn(shape, generator=g, device=self.device), self.rank, self.world)
+
     def _latents(self, purpose: str, step: int, n: int) -> dict:
         """Generator inputs for `n` global samples: latents, style-mixing cutoffs and noise maps."""
         cfg, G = self.config, self.G_plain
         z = self._local(randn((n, G.z_dim), cfg.seed, "z", purpose, step))
-        noise = G.noise_from_flat(self._local(randn((n, G.noise_numel), cfg.seed, "noise", purpose, step)))
+        noise = G.noise_from_flat(self._device_randn((n, G.noise_numel), "noise", purpose, step))
         inputs = {"z": z, "noise": noise}
         if cfg.train.style_mixing > 0:
             g = generator(cfg.seed, "mixing", purpose, step)
@@ -315,7 +324,7 @@ class StyleGAN2Task:
         if self.pl_enabled and step % t.pl_interval == 0:
             fake, ws = self.G(**self._latents("PL", step, self.pl_batch), return_ws=True)
             c, h, w = fake.shape[1:]
-            directions = self._local(randn((self.pl_batch, c, h, w), self.config.seed, "pl", step)) / math.sqrt(h * w)
+            directions = self._device_randn((self.pl_batch, c, h, w), "pl", step) / math.sqrt(h * w)
             lengths = path_lengths(fake, ws, directions)
             self.pl_mean = self.pl_mean.lerp(self._mean_over_processes(lengths.detach().mean()), t.pl_decay)
             penalty = (lengths - self.pl_mean).square()

@@ -119,15 +119,16 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     """
     batch = x.shape[0]
     out_channels, in_channels, kh, kw = weight.shape
-    # Styles and demodulation coefficients in fp32 even under autocast: they set the scale of everything.
+    # Styles and demodulation coefficients in (at least) fp32 even under autocast: they set the scale of everything.
+    precise = torch.promote_types(weight.dtype, torch.float32)
     with torch.autocast(device_type=x.device.type, enabled=False):
-        styles = styles.float()
+        styles, weight = styles.to(precise), weight.to(precise)
         dcoefs = None
         if demodulate:
             # |w_b[o]|^2 = sum_i s_b[i]^2 sum_k w[o, i, k]^2, without forming per-sample weights.
-            dcoefs = (styles.square().matmul(weight.float().square().sum(dim=[2, 3]).t()) + 1e-8).rsqrt()
+            dcoefs = (styles.square().matmul(weight.square().sum(dim=[2, 3]).t()) + 1e-8).rsqrt()
     if fused:
-        w = weight.float()[None] * styles[:, None, :, None, None]
+        w = weight[None] * styles[:, None, :, None, None]
         if dcoefs is not None:
             w = w * dcoefs[:, :, None, None, None]
         w = w.reshape(batch * out_channels, in_channels, kh, kw).to(x.dtype)
