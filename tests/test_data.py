@@ -160,3 +160,8 @@ def test_shard_refuses_uneven_batches():
     assert shard(torch.arange(6), 1, 3).tolist() == [2, 3]
     with pytest.raises(ValueError):
         shard(torch.arange(5), 0, 2)
+
+
+def test_particle_brightness_does_not_depend_on_resolution():
+    means = [particles.render(12, r, seed=0).mean() for r in (16, 32, 64)]
+    assert max(means) - min(means) < 1.0

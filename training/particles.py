@@ -102,8 +102,9 @@ def render_frame(seed: int, index: int, resolution: int = 64) -> np.ndarray:
         xs = center[1] + rng.normal(0, spread, n)
         signal += _blurred(resolution, ys, xs, rng.lognormal(np.log(250), 0.8, n), rng.uniform(0.7, 1.4), scale)
 
-    # Readout: the PSF spreads charge over scale**2 pixels per frame pixel; keep counts per pixel comparable.
-    signal /= scale ** 2
+    # Charge was deposited per frame pixel; a pixel of this resolution covers 1/scale**2 of them,
+    # so scale to the brightness of the 64-pixel frame averaged down (or up) to this resolution.
+    signal *= scale ** 2
     yy, xx = np.mgrid[0:resolution, 0:resolution] / resolution - 0.5
     direction = rng.uniform(0, 2 * np.pi)
     background = rng.uniform(20, 45) + rng.uniform(0, 25) * (np.cos(direction) * xx + np.sin(direction) * yy)

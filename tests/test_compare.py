@@ -1,0 +1,42 @@
+"""benchmarks/compare.py builds its report from existing run folders."""
+
+import json
+import re
+
+from PIL import Image
+
+from plumbing import TINY_DATA, run_script
+
+EVAL = ["eval.every_kimg=0.032", "eval.num_samples=16", "eval.kid_subset_size=8", "eval.kid_subsets=10"]
+
+
+def test_report_from_two_runs_holds_their_numbers(tmp_path):
+    runs = []
+    for name, width in [("wide", 8), ("narrow", 4)]:
+        out = tmp_path / name
+        run_script("tests/toy_gan.py", [*TINY_DATA, *EVAL, "train.batch_size=8", "train.kimg=0.064",
+                                        "train.log_every_kimg=0.016", f"model.width={width}", f"out_dir={out}"])
+        runs.append(out)
+    report_dir = tmp_path / "report"
+    run_script("benchmarks/compare.py", ["--runs", *map(str, runs), "--out", str(report_dir)])
+
+    report = (report_dir / "report.md").read_text()
+    for figure in ("fid.png", "kid.png", "samples.png"):
+        assert f"]({figure})" in report
+        assert Image.open(report_dir / figure).size[0] > 300
+    rows = [line for line in report.splitlines() if line.startswith("| toy")]
+    assert len(rows) == 2
+    for run, row in zip(runs, rows):
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert len(records) == 2
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        best = min(records, key=lambda r: r["fid"])
+        assert cells[0] == f"toy ({run.name})"
+        assert cells[4] == f"{best['fid']:.2f} ({best['kimg']:.2f})"
+        assert cells[5] == f"{records[-1]['fid']:.2f}"
+        assert cells[6] == f"{records[-1]['kid'] * 1e3:.2f}"
+        assert float(cells[7].replace(",", "")) > 0  # img/s from TensorBoard
+    width = {"wide": 8, "narrow": 4}
+    for run, row in zip(runs, rows):  # parameter counts of the toy G: Linear(8 -> 16w) + Conv2d(w -> 1, 3x3)
+        w = width[run.name]
+        assert re.search(rf"\| {8 * 16 * w + 16 * w + 9 * w + 1:,} \|", row)
