@@ -143,12 +143,14 @@ class SinGANEval(EvalConfig):
     num_samples: int = 50      # random samples scored by SIFID at every scale's end
     batch_size: int = 16       # samples per generator / Inception call
     sifid: bool = True         # SIFID (needs the Inception weights: python eval/inception_weights.py)
+    sifid_block: int = 1       # Inception block: 1 = 192-d; 0 = 64-d, as the SinGAN authors' SIFID code
     size_factors: list[str] = field(default_factory=lambda: ["1x2", "2x1"])  # final extra grids: HxW x training size
 
     def validate(self):
         check(self.every_kimg == 0, "eval.every_kimg", "0: SinGAN evaluates at the end of every scale")
         check(self.num_samples >= 1, "eval.num_samples", "a positive integer")
         check(self.batch_size >= 1, "eval.batch_size", "a positive integer")
+        check(self.sifid_block in (0, 1), "eval.sifid_block", "0 (64-d features) or 1 (192-d)")
         for text in self.size_factors:
             check(parse_factors(text) is not None, "eval.size_factors",
                   f"entries like 1x2 (height x width multiples of the training size), got {text!r}")
@@ -229,6 +231,7 @@ class SinGANTrainer:
         self.wallclock_before = 0.0  # seconds trained before a resume
         self.started = time.perf_counter()
         self.sifid_ready = config.eval.sifid and self._inception_available()
+        self.sifid_features = None  # the Inception network, built at the first evaluation
 
     def _inception_available(self) -> bool:
         from eval.inception_weights import weights_present
@@ -428,12 +431,12 @@ class SinGANTrainer:
         if self.sifid_ready:
             from eval.sifid import SIFID, ImageTooSmall
             try:
-                metric = SIFID(self.reals_uint8[n], self.device, features=getattr(self, "_inception", None),
-                               batch_size=self.config.eval.batch_size)
-                self._inception = metric.features
+                metric = SIFID(self.reals_uint8[n], self.device, features=self.sifid_features,
+                               batch_size=self.config.eval.batch_size, block=self.config.eval.sifid_block)
+                self.sifid_features = metric.features
                 record |= metric.evaluate(fakes[:self.config.eval.num_samples])
             except ImageTooSmall:
-                pass  # coarse scales below ~37 px have no SIFID
+                pass  # coarse scales (under 35 px for block 1) have one position or none
         run.log_metrics(record, kimg)
         run.save_samples(fakes[:SAMPLE_GRID], kimg, name="random")
         run.save_samples(torch.stack([self.reals_uint8[n], reconstruction]), kimg, name="reconstruction")

@@ -5,7 +5,10 @@ of pytorch-fid's block 1 (the 192-channel maps of Conv2d_4a after the second
 max pooling; pytorch-fid's `InceptionV3([1])`), computed at the image's own
 size. SIFID of a generated image is the Fréchet distance between the Gaussian
 statistics (mean, covariance over positions) of the real image's features and
-its own; the reported score is the mean over N generated images.
+its own; the reported score is the mean over N generated images. `--block 0`
+uses block 0 instead (64-d, after the first max pooling), which is what the
+SinGAN authors' SIFID code computes (`dims=64`): use it to compare with
+published SIFID values; the two blocks give different scales of numbers.
 
     python eval/sifid.py --ckpt runs/singan-1/checkpoints/last.pt [--num-samples 50] [--seed 0] [--json]
     python eval/sifid.py --real image.png --fake samples_dir/ [--json]
@@ -16,9 +19,9 @@ training size. `--json` prints exactly one JSON object on the last line:
 `{"sifid": ..., "sifid_std": ..., "num_fake": ...}`.
 
 The weights are pytorch-fid's FID Inception (`python eval/inception_weights.py`).
-Images need about 37 px on their short side for block 1 to have more than one
-position; the fewer positions, the noisier the covariance (at SinGAN's 250 px,
-28x28 = 784 positions of 192-d features).
+Square images need 35 px for block 1 to have more than one
+position (15 px for block 0); the fewer positions, the noisier the covariance
+(at SinGAN's 250 px, 28x28 = 784 positions of 192-d features).
 """
 
 import os
@@ -29,11 +32,12 @@ if __package__ in (None, ""):
 
 import argparse
 import json
-import warnings
 from typing import Callable
 
 import numpy as np
 import torch
+
+from eval.metrics import frechet_distance
 
 FeatureExtractor = Callable[[torch.Tensor], torch.Tensor]  # uint8 [N, C, H, W] -> float [N, D, h, w]
 
@@ -42,57 +46,55 @@ class ImageTooSmall(ValueError):
     """The feature map has fewer than two positions: no covariance to compare."""
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
-    """Fréchet distance between two Gaussians: the eval package's implementation when present,
-    pytorch-fid's otherwise (the same formula)."""
-    try:
-        from eval.fid import frechet_distance as shared
-    except ImportError:
-        from pytorch_fid.fid_score import calculate_frechet_distance as shared
-    return float(shared(mu1, sigma1, mu2, sigma2))
-
-
 def feature_statistics(features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Mean and covariance over the positions of one feature map [D, h, w], in float64."""
     samples = features.detach().to(torch.float64).flatten(1).T.cpu().numpy()  # [positions, D]
     if len(samples) < 2:
         raise ImageTooSmall(f"SIFID: the feature map has {len(samples)} position(s); the image is too small "
-                            f"(give at least ~37 px on the short side)")
+                            f"(block 1 needs about 35 px on the short side)")
     return samples.mean(axis=0), np.cov(samples, rowvar=False)
 
 
-class InceptionBlock1:
-    """pytorch-fid's FID Inception up to block 1, at the input's own size (no resizing)."""
+class InceptionFeatures:
+    """pytorch-fid's FID Inception up to block 1 (192-d, default) or block 0 (64-d), at the input's
+    own size (no resizing): uint8 [N, C, H, W] -> float [N, D, h, w]."""
 
-    def __init__(self, device):
-        self.device = torch.device(device)
-        self.model = _build_inception_block1().to(self.device).eval()
+    def __init__(self, device, block: int = 1):
+        if block not in (0, 1):
+            raise ValueError(f"SIFID block {block}: expected 0 (64-d) or 1 (192-d)")
+        self.device, self.block = torch.device(device), block
+        self.model = _build_inception(block).to(self.device).eval()
 
     @staticmethod
-    def feature_size(height: int, width: int) -> tuple[int, int]:
-        """Block 1's map size for an input size (0 where the input is too small for its pooling)."""
+    def feature_size(height: int, width: int, block: int = 1) -> tuple[int, int]:
+        """The block's map size for an input size (0 where the input is too small for its pooling)."""
 
         def side(s):
-            s = (s - 3) // 2 + 1 - 2        # Conv2d_1a (3x3, stride 2), Conv2d_2a (3x3); Conv2d_2b keeps the size
-            s = (s - 3) // 2 + 1 - 2        # max pool (3, stride 2), Conv2d_3b (1x1), Conv2d_4a (3x3)
-            return max(0, (s - 3) // 2 + 1) if s >= 3 else 0  # max pool (3, stride 2)
+            s = (s - 3) // 2 + 1 - 2  # Conv2d_1a (3x3, stride 2), Conv2d_2a (3x3); Conv2d_2b keeps the size
+            if s < 3:
+                return 0
+            s = (s - 3) // 2 + 1      # max pool 1 (3, stride 2): block 0 ends here
+            if block == 0:
+                return s
+            s -= 2                    # Conv2d_3b (1x1), Conv2d_4a (3x3)
+            return (s - 3) // 2 + 1 if s >= 3 else 0  # max pool 2: block 1 ends here
 
         return side(height), side(width)
 
     @torch.no_grad()
     def __call__(self, images_uint8: torch.Tensor) -> torch.Tensor:
-        h, w = self.feature_size(*images_uint8.shape[-2:])
+        h, w = self.feature_size(*images_uint8.shape[-2:], self.block)
         if h * w < 2:
             raise ImageTooSmall(f"SIFID: a {images_uint8.shape[-2]}x{images_uint8.shape[-1]} image gives "
-                                f"{h}x{w} Inception positions; it needs about 37 px on the short side")
+                                f"{h}x{w} positions of Inception block {self.block}; it is too small")
         images = images_uint8.to(self.device).float() / 255  # pytorch-fid maps [0, 1] to Inception's [-1, 1]
         if images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1)
         return self.model(images)[0]
 
 
-def _build_inception_block1() -> torch.nn.Module:
-    """InceptionV3([1]) with the provisioned weights file.
+def _build_inception(block: int) -> torch.nn.Module:
+    """InceptionV3([block]) with the provisioned weights file.
 
     pytorch-fid downloads its weights inside `fid_inception_v3`; the file that
     eval/inception_weights.py provisions carries no classifier, so the network
@@ -105,7 +107,7 @@ def _build_inception_block1() -> torch.nn.Module:
     download = pytorch_fid_inception.load_state_dict_from_url
     pytorch_fid_inception.load_state_dict_from_url = lambda *args, **kwargs: load_inception_state_dict()
     try:
-        return pytorch_fid_inception.InceptionV3([1], resize_input=False, normalize_input=True)
+        return pytorch_fid_inception.InceptionV3([block], resize_input=False, normalize_input=True)
     finally:
         pytorch_fid_inception.load_state_dict_from_url = download
 
@@ -116,13 +118,14 @@ class SIFID:
     Args:
         real_uint8: the real image, uint8 [C, H, W]
         device:     where the feature extractor runs
-        features:   feature extractor (default: Inception block 1); tests pass a small stand-in
+        features:   feature extractor (default: Inception block `block`); tests pass a small stand-in
         batch_size: generated images per extractor call
+        block:      pytorch-fid block of the default extractor: 1 (192-d) or 0 (64-d, SinGAN's code)
     """
 
     def __init__(self, real_uint8: torch.Tensor, device="cpu", features: FeatureExtractor | None = None,
-                 batch_size: int = 16):
-        self.features = features or InceptionBlock1(device)
+                 batch_size: int = 16, block: int = 1):
+        self.features = features or InceptionFeatures(device, block)
         self.batch_size = batch_size
         self.real_stats = feature_statistics(self.features(real_uint8[None])[0])
 
@@ -131,9 +134,7 @@ class SIFID:
         values = []
         for start in range(0, len(fakes_uint8), self.batch_size):
             for features in self.features(fakes_uint8[start:start + self.batch_size]):
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # fewer positions than features: singular covariances
-                    values.append(frechet_distance(*self.real_stats, *feature_statistics(features)))
+                values.append(frechet_distance(*self.real_stats, *feature_statistics(features)))
         return np.array(values)
 
     def evaluate(self, fakes_uint8: torch.Tensor) -> dict[str, float]:
@@ -169,6 +170,8 @@ def main(argv=None) -> int:
     parser.add_argument("--real", help="the real image file")
     parser.add_argument("--fake", help="a generated image file, or a folder of them (recursive)")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=3, help="read --real/--fake as 1 or 3 channels")
+    parser.add_argument("--block", type=int, choices=(0, 1), default=1,
+                        help="Inception block: 1 = 192-d (default), 0 = 64-d (the SinGAN authors' code)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", action="store_true", help="print one JSON object on the last line")
@@ -183,13 +186,13 @@ def main(argv=None) -> int:
         if args.ckpt:
             real, fakes = _samples_from_checkpoint(args.ckpt, args.num_samples, args.seed, args.batch_size,
                                                    args.device)
-            result = SIFID(real, args.device, batch_size=args.batch_size).evaluate(fakes)
+            result = SIFID(real, args.device, batch_size=args.batch_size, block=args.block).evaluate(fakes)
         else:
             real = load_image_full(args.real, args.channels)
             fakes = [load_image_full(name, args.channels) for name, _ in _image_sources(args.fake)]
             if not fakes:
                 raise DataError(f"--fake: no images in {args.fake}")
-            metric = SIFID(real, args.device, batch_size=1)  # one at a time: the files may differ in size
+            metric = SIFID(real, args.device, batch_size=1, block=args.block)  # the files may differ in size
             values = np.concatenate([metric.scores(fake[None]) for fake in fakes])
             result = {"sifid": float(values.mean()), "sifid_std": float(values.std()), "num_fake": len(values)}
     except (WeightsError, CheckpointError, DataError, ImageTooSmall) as error:

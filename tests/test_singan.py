@@ -12,7 +12,7 @@ from PIL import Image
 from plumbing import assert_state_close, load_checkpoint, run_script
 
 from eval.psnr_ssim import gaussian_window, psnr, ssim
-from eval.sifid import SIFID, ImageTooSmall, InceptionBlock1
+from eval.sifid import SIFID, ImageTooSmall, InceptionFeatures
 from nets.singan import generators_from_checkpoint, output_sizes, pyramid_sizes, sampler_from_checkpoint, synthesize
 
 SCRIPT = "train_singan.py"
@@ -111,9 +111,11 @@ def test_sifid_math():
                       "num_fake": 2}
     with pytest.raises(ImageTooSmall):
         SIFID(real[:, :1, :1], features=pixel_pairs)
-    # Inception block 1's map size (checked against the network): too small below 27 px, 28x28 at 250 px.
-    sizes = {s: InceptionBlock1.feature_size(s, s) for s in (26, 27, 37, 48, 64, 250)}
+    # Inception's map sizes (checked against the network): block 1 needs 27 px and gives 28x28 at 250 px.
+    sizes = {s: InceptionFeatures.feature_size(s, s) for s in (26, 27, 37, 48, 64, 250)}
     assert sizes == {26: (0, 0), 27: (1, 1), 37: (2, 2), 48: (3, 3), 64: (5, 5), 250: (28, 28)}
+    sizes = {s: InceptionFeatures.feature_size(s, s, block=0) for s in (10, 11, 15, 64, 250)}
+    assert sizes == {10: (0, 0), 11: (1, 1), 15: (2, 2), 64: (14, 14), 250: (60, 60)}
 
 
 # ---------------------------------------------------------------------------
@@ -218,8 +220,7 @@ def test_two_processes_colour_image(tmp_path):
 
 
 def test_bad_input_is_one_line(tmp_path):
-    for override, key in (("train.kimg=5", "train.kimg"), ("data.resolution=64", "data.resolution"),
-                          ("data.path=/nonexistent.png", "data.path")):
+    for override, key in (("train.kimg=5", "train.kimg"), ("data.path=/nonexistent.png", "data.path")):
         result = run_script(SCRIPT, [*TINY, override, f"out_dir={tmp_path / 'bad'}"], expect_status=2)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and key in lines[0], result.stderr
