@@ -16,7 +16,6 @@ kernels move the (cheap) convolution to the low-resolution side.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 
 from ops.upfirdn2d import _filter_size, _parse_padding, upfirdn2d

@@ -299,7 +299,8 @@ def build(tmp):
     time.sleep(600)
 _build.ensure_built({target!r}, build, timeout=60)
 """
-    proc = subprocess.Popen([sys.executable, "-c", hang], cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), stdout=subprocess.PIPE, text=True)
+    env = dict(os.environ, PYTHONPATH=REPO)
+    proc = subprocess.Popen([sys.executable, "-c", hang], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "BUILDING"
         # While it lives, waiting is bounded.
