@@ -1,0 +1,91 @@
+"""Write samples of a checkpoint's generator as PNGs, or as one grid.
+
+    python eval/generate.py --ckpt runs/x/checkpoints/best.pt --num 100 --out samples/ [--seed 0] [--truncation 0.7]
+    python eval/generate.py --ckpt CKPT --num 64 --out grid.png --grid
+    torchrun --nproc_per_node K eval/generate.py ...    # each process writes every K-th image
+
+Sample i is a function of (seed, i) alone (`nets.load_sampler`), so a file
+`000042.png` is the same image whatever the batch size or process count, and
+is bit-identical to what eval/fid.py scores for index 42 with the same seed:
+both quantize with `training.images.to_uint8`. G_ema is used when the
+checkpoint has one (`--no-ema` for G). Errors are one line, exit status 2.
+"""
+
+import os
+import sys
+
+if __package__ in (None, ""):
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import argparse
+
+import torch
+import torch.distributed as dist
+
+from eval.fid import checkpoint_sampler, init_distributed
+from training.images import make_grid, save_png, to_uint8
+
+
+def generate(sampler, indices: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """uint8 images [len(indices), C, H, W] on the CPU, sampled in batches."""
+    images = []
+    with torch.no_grad():
+        for start in range(0, len(indices), batch_size):
+            images.append(to_uint8(sampler(indices[start:start + batch_size])).cpu())
+    return torch.cat(images)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Write samples of a checkpoint's generator as PNGs.")
+    parser.add_argument("--ckpt", required=True, help="training checkpoint (.pt)")
+    parser.add_argument("--num", type=int, required=True, help="number of images")
+    parser.add_argument("--out", required=True, help="output folder (with --grid: a .png file or a folder)")
+    parser.add_argument("--seed", type=int, default=0, help="sample i depends on (seed, i) only")
+    parser.add_argument("--truncation", type=float, default=1.0, help="truncation psi (StyleGAN2; 1 = none)")
+    parser.add_argument("--grid", action="store_true", help="write one grid PNG instead of one file per image")
+    parser.add_argument("--columns", type=int, help="with --grid: images per row (default: about square)")
+    parser.add_argument("--no-ema", action="store_true", help="sample G, not G_ema")
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args(argv)
+    if args.num < 1 or args.batch_size < 1:
+        parser.error("--num and --batch-size must be positive")
+
+    device, joined = init_distributed()
+    try:
+        return _write_samples(args, device)
+    finally:
+        if joined:
+            dist.destroy_process_group()
+
+
+def _write_samples(args, device: torch.device) -> int:
+    from training.checkpoint import CheckpointError
+
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    try:
+        _, sampler = checkpoint_sampler(args.ckpt, device, seed=args.seed, truncation=args.truncation,
+                                        use_ema=not args.no_ema)
+    except CheckpointError as error:
+        if rank == 0:
+            print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    if args.grid:
+        if rank == 0:
+            path = args.out if args.out.lower().endswith(".png") else os.path.join(args.out, "grid.png")
+            save_png(make_grid(generate(sampler, torch.arange(args.num), args.batch_size), args.columns), path)
+            print(f"wrote {path}")
+        return 0
+    os.makedirs(args.out, exist_ok=True)
+    indices = torch.arange(rank, args.num, world)
+    for index, image in zip(indices.tolist(), generate(sampler, indices, args.batch_size)):
+        save_png(make_grid(image[None], columns=1), os.path.join(args.out, f"{index:06d}.png"))
+    if world > 1:
+        dist.barrier()  # every file is written before anyone reports
+    if rank == 0:
+        print(f"wrote {args.num} images to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
