@@ -13,6 +13,10 @@ ENV_IMPL = "SMALLGAN_OPS_IMPL"
 _warned = False
 
 
+# Both answers are fixed for the life of the process; under torch.compile they
+# are evaluated once at trace time instead of traced (the build and the
+# warning cannot be traced).
+@torch.compiler.assume_constant_result
 def forced_ref() -> bool:
     """True when the environment forces the reference implementation."""
     value = os.environ.get(ENV_IMPL, "").strip().lower()
@@ -37,6 +41,7 @@ def use_cuda(x: torch.Tensor, impl: str | None) -> bool:
     return extension_available()
 
 
+@torch.compiler.assume_constant_result
 def extension_available() -> bool:
     """Whether the compiled extension can be used; warns once when it cannot."""
     global _warned

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import ops
-from ops import _custom, _dispatch
+from ops import _build, _custom, _dispatch
 from ops.upfirdn2d import _parse_padding, _parse_scaling
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -417,6 +417,28 @@ def test_registered_ops_compile_without_graph_breaks():
     expected = torch.autograd.grad(layer(x, b).square().sum(), [x, b])
     for g, e in zip(grads, expected):
         torch.testing.assert_close(g, e)
+
+
+def test_public_ops_compile_without_graph_breaks(monkeypatch):
+    # The impl decision (including a failed build and its warning) is made at
+    # trace time, so a compiled network keeps one graph.
+    def unavailable():
+        raise _build.BuildUnavailable("no GPU in this test")
+
+    monkeypatch.setattr(_build, "load", unavailable)
+    monkeypatch.setattr(_dispatch, "_warned", True)
+    f = ops.setup_filter([1, 3, 3, 1])
+    w = torch.randn(4, 3, 3, 3)
+    b = torch.randn(4)
+
+    def block(t):
+        assert not _dispatch.extension_available()
+        t = ops.conv2d_resample(ops.upsample2d(t, f), w, f, down=2, padding=1)
+        return ops.bias_act(t, b, act="lrelu", clamp=256)
+
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    compiled = torch.compile(block, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x), block(x))
 
 
 def test_bias_act_third_derivative_is_refused():
