@@ -341,7 +341,11 @@ def test_eval_fid_scores_the_best_checkpoint(tiny_run):
     result = run_script("eval/fid.py", ["--ckpt", str(out_dir / "checkpoints" / "best.pt"), "--json",
                                         "--num-samples", "16"])
     scores = json.loads(result.stdout.strip().splitlines()[-1])
-    assert scores["fid"] >= 0 and scores["num_fake"] == 16
+    with open(out_dir / "metrics.jsonl") as f:
+        in_training = json.loads(f.readlines()[-1])
+    # The same 16 samples (sample i depends on (seed, i)) against the same reals: the training-time FID.
+    assert scores["num_fake"] == 16 and scores["num_real"] == in_training["num_real"] == 32
+    assert scores["fid"] == pytest.approx(in_training["fid"], rel=1e-4)
 
 
 def test_resume_is_deterministic(tmp_path):
