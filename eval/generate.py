@@ -2,6 +2,7 @@
 
     python eval/generate.py --ckpt runs/x/checkpoints/best.pt --num 100 --out samples/ [--seed 0] [--truncation 0.7]
     python eval/generate.py --ckpt CKPT --num 64 --out grid.png --grid
+    python eval/generate.py --ckpt SINGAN_CKPT --num 16 --out wide/ --size 250x500 [--start-scale 3]
     torchrun --nproc_per_node K eval/generate.py ...    # each process writes every K-th image
 
 Sample i is a function of (seed, i) alone (`nets.load_sampler`), so a file
@@ -46,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--columns", type=int, help="with --grid: images per row (default: about square)")
     parser.add_argument("--no-ema", action="store_true", help="sample G, not G_ema")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--size", metavar="HxW", help="SinGAN: output size, any aspect ratio (default: training size)")
+    parser.add_argument("--start-scale", type=int, default=0, metavar="N",
+                        help="SinGAN: keep the real image's structure from the N coarsest scales, sample the rest")
     args = parser.parse_args(argv)
     if args.num < 1 or args.batch_size < 1:
         parser.error("--num and --batch-size must be positive")
@@ -62,12 +66,19 @@ def _write_samples(args, device: torch.device) -> int:
     from training.checkpoint import CheckpointError
 
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    singan_options = {k: v for k, v in (("size", args.size), ("start_scale", args.start_scale)) if v}
     try:
         _, sampler = checkpoint_sampler(args.ckpt, device, seed=args.seed, truncation=args.truncation,
-                                        use_ema=not args.no_ema)
+                                        use_ema=not args.no_ema, **singan_options)
     except CheckpointError as error:
         if rank == 0:
             print(f"error: {error}", file=sys.stderr)
+        return 2
+    except TypeError:  # another model's sampler takes no SinGAN options
+        if not singan_options:
+            raise
+        if rank == 0:
+            print("error: --size and --start-scale apply to SinGAN checkpoints only", file=sys.stderr)
         return 2
 
     if args.grid:
