@@ -65,8 +65,8 @@ def task_class(module):
     found = [v for v in vars(module).values() if inspect.isclass(v) and v.__module__ == module.__name__
              and callable(getattr(v, "train_step", None)) and callable(getattr(v, "sampler", None))]
     if len(found) != 1:
-        raise ConfigError(f"{module.__name__}.py: expected one task class with train_step and sampler, "
-                          f"found {[c.__name__ for c in found]}")
+        raise ConfigError(f"{module.__name__}.py: expected one GANTask class (train_step(real, step) and sampler) "
+                          f"for the shared loop, found {[c.__name__ for c in found]}")
     return found[0]
 
 
@@ -90,13 +90,16 @@ def find_script(config_path: str, overrides: list[str]) -> str:
     return accepting[0]
 
 
-def count_parameters(task, accelerator, name: str) -> int:
-    for attribute in (f"{name}_plain", name):
-        module = getattr(task, attribute, None)
-        if isinstance(module, torch.nn.Module):
-            return sum(p.numel() for p in accelerator.unwrap_model(module).parameters())
-    state = task.state_dict().get(name, {})  # fall back on the state dict (counts buffers too)
-    return sum(t.numel() for t in state.values() if isinstance(t, torch.Tensor) and t.is_floating_point())
+def count_parameters(task, accelerator) -> dict[str, int]:
+    """Trainable parameters of G and D as the checkpoints report them; from the state dicts
+    (buffers included) for a task without G and D modules."""
+    from training.loop import parameter_counts
+    try:
+        return parameter_counts(task, accelerator)
+    except AttributeError:
+        state = task.state_dict()
+        return {name: sum(t.numel() for t in state.get(name, {}).values()
+                          if isinstance(t, torch.Tensor) and t.is_floating_point()) for name in ("G", "D")}
 
 
 def main(argv=None) -> None:
@@ -111,6 +114,7 @@ def main(argv=None) -> None:
         exit_with_error("--steps must be >= 1 and --warmup >= 0")
     try:
         module = script_module(args.script or find_script(args.config, args.overrides))
+        task_cls, config_cls = task_class(module), config_class(module)
     except ConfigError as e:
         exit_with_error(str(e))
 
@@ -120,10 +124,9 @@ def main(argv=None) -> None:
     try:
         # Everything but the result goes to stderr, so stdout is one JSON line.
         with contextlib.redirect_stdout(sys.stderr):
-            ctx = setup(config_class(module), module.__doc__,
-                        ["--config", args.config, *args.overrides, f"out_dir={out_dir}"])
+            ctx = setup(config_cls, module.__doc__, ["--config", args.config, *args.overrides, f"out_dir={out_dir}"])
             with user_errors():
-                task = task_class(module)(ctx)
+                task = task_cls(ctx)
             result = time_steps(ctx, task, args.steps, args.warmup)
         if ctx.accelerator.is_main_process:
             print(json.dumps(result))
@@ -159,6 +162,7 @@ def time_steps(ctx, task, steps: int, warmup: int) -> dict:
     seconds = time.perf_counter() - start
 
     images = steps * config.train.batch_size
+    params = count_parameters(task, accelerator)
     if cuda:
         peak_mb, kind = torch.cuda.max_memory_allocated() / 2**20, "cuda_allocated"
     else:
@@ -167,8 +171,8 @@ def time_steps(ctx, task, steps: int, warmup: int) -> dict:
         "img_per_s": round(images / seconds, 3),
         "sec_per_kimg": round(seconds * 1000 / images, 3),
         "peak_mem_mb": round(peak_mb, 1),
-        "params_G": count_parameters(task, accelerator, "G"),
-        "params_D": count_parameters(task, accelerator, "D"),
+        "params_G": params["G"],
+        "params_D": params["D"],
         "peak_mem_kind": kind,
         "model": task.name,
         "device": torch.cuda.get_device_name() if cuda else f"cpu ({torch.get_num_threads()} threads)",

@@ -370,6 +370,17 @@ def test_bf16_matches_fp32_losses(tiny_run, tmp_path):
     assert all(t.dtype == torch.float32 and torch.isfinite(t).all() for t in checkpoint["G"].values())
 
 
+def test_train_speed_benchmark(tiny_run):
+    _, checkpoint, _ = tiny_run
+    result = run_script("benchmarks/train_speed.py", ["--config", "configs/stylegan2_tiny.yaml", "--steps", "2",
+                                                      "--warmup", "1"])
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["model"] == "stylegan2" and report["batch_size"] == 4 and report["steps"] == 2
+    assert report["img_per_s"] > 0 and report["img_per_s"] * report["sec_per_kimg"] == pytest.approx(1000, rel=1e-2)
+    assert (report["params_G"], report["params_D"]) == (checkpoint["params"]["G"], checkpoint["params"]["D"])
+    assert report["peak_mem_mb"] > 0
+
+
 def test_bad_config_is_one_line_exit_2(tmp_path):
     # A batch the minibatch-std groups cannot split is found when the task is built: still one line, status 2.
     result = run_script(SCRIPT, [*TINY, "model.mbstd_group_size=3", f"out_dir={tmp_path}"], expect_status=2)
