@@ -282,7 +282,7 @@ class SinGANTrainer:
     # -- scales
 
     def build_scale(self, n: int):
-        """Fresh G and D of scale n (initialized from scale n-1 when the widths match) and their optimizers."""
+        """Fresh G and D of scale n, initialized from scale n-1 when the widths match."""
         cfg, channels = self.config, self.config.data.channels
         g = generator(cfg.seed, "init", n)
         G, D = build_scale("G", to_dict(cfg), n, channels), build_scale("D", to_dict(cfg), n, channels)

@@ -14,6 +14,7 @@ from plumbing import assert_state_close, load_checkpoint, run_script
 from eval.psnr_ssim import gaussian_window, psnr, ssim
 from eval.sifid import SIFID, ImageTooSmall, InceptionFeatures
 from nets.singan import generators_from_checkpoint, output_sizes, pyramid_sizes, sampler_from_checkpoint, synthesize
+from training.images import to_uint8
 
 SCRIPT = "train_singan.py"
 TINY = ["--config", "configs/singan_tiny.yaml"]  # 48 px frame, 3 scales (28, 37, 48 px), 20 steps each
@@ -155,8 +156,7 @@ def test_run_folder_samples_of_other_sizes_and_metrics(tmp_path):
     with torch.no_grad():
         recon = synthesize(generators, checkpoint["noise_amps"], [tuple(s) for s in checkpoint["pyramid"]], None,
                            fixed_noise=checkpoint["fixed_noise"], start_scale=3)
-    recon_uint8 = (recon * 127.5 + 127.5).round().clamp(0, 255).to(torch.uint8)
-    assert psnr(recon_uint8[0], checkpoint["real"]).item() == pytest.approx(records[2]["psnr"], rel=1e-6)
+    assert psnr(to_uint8(recon)[0], checkpoint["real"]).item() == pytest.approx(records[2]["psnr"], rel=1e-6)
 
     # Samples at another size and aspect ratio; sample i independent of the batch; coarse structure kept.
     sampler = sampler_from_checkpoint(checkpoint, "cpu", size="40x100")
@@ -170,6 +170,14 @@ def test_run_folder_samples_of_other_sizes_and_metrics(tmp_path):
     assert (fixed_start - real).pow(2).mean() < (random_start - real).pow(2).mean()
     with pytest.raises(ValueError):
         sampler_from_checkpoint(checkpoint, "cpu", start_scale=3)
+
+    # eval/generate.py writes the same samples at the requested size, from a requested scale.
+    run_script("eval/generate.py", ["--ckpt", str(out / "checkpoints" / "last.pt"), "--num", "2", "--out",
+                                    str(tmp_path / "wide"), "--size", "40x100", "--start-scale", "1"])
+    expected = to_uint8(sampler_from_checkpoint(checkpoint, "cpu", size="40x100", start_scale=1)(torch.arange(2)))
+    for i in range(2):
+        with Image.open(tmp_path / "wide" / f"{i:06d}.png") as written:
+            assert torch.equal(torch.from_numpy(np.array(written))[None], expected[i])
 
     # eval/sifid.py --ckpt reproduces the training-time SIFID (same seed, same samples).
     cli = run_script("eval/sifid.py", ["--ckpt", str(out / "checkpoints" / "last.pt"), "--num-samples", "4",
