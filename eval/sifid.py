@@ -60,10 +60,11 @@ class InceptionFeatures:
     own size (no resizing): uint8 [N, C, H, W] -> float [N, D, h, w]."""
 
     def __init__(self, device, block: int = 1):
+        from eval.inception import feature_extractor
         if block not in (0, 1):
             raise ValueError(f"SIFID block {block}: expected 0 (64-d) or 1 (192-d)")
-        self.device, self.block = torch.device(device), block
-        self.model = _build_inception(block).to(self.device).eval()
+        self.block = block
+        self.network = feature_extractor(device, blocks=(block,), resize=False)
 
     @staticmethod
     def feature_size(height: int, width: int, block: int = 1) -> tuple[int, int]:
@@ -81,35 +82,12 @@ class InceptionFeatures:
 
         return side(height), side(width)
 
-    @torch.no_grad()
     def __call__(self, images_uint8: torch.Tensor) -> torch.Tensor:
         h, w = self.feature_size(*images_uint8.shape[-2:], self.block)
         if h * w < 2:
             raise ImageTooSmall(f"SIFID: a {images_uint8.shape[-2]}x{images_uint8.shape[-1]} image gives "
                                 f"{h}x{w} positions of Inception block {self.block}; it is too small")
-        images = images_uint8.to(self.device).float() / 255  # pytorch-fid maps [0, 1] to Inception's [-1, 1]
-        if images.shape[1] == 1:
-            images = images.expand(-1, 3, -1, -1)
-        return self.model(images)[0]
-
-
-def _build_inception(block: int) -> torch.nn.Module:
-    """InceptionV3([block]) with the provisioned weights file.
-
-    pytorch-fid downloads its weights inside `fid_inception_v3`; the file that
-    eval/inception_weights.py provisions carries no classifier, so the network
-    is built with that loader standing in for the download.
-    """
-    from pytorch_fid import inception as pytorch_fid_inception
-
-    from eval.inception_weights import load_inception_state_dict
-
-    download = pytorch_fid_inception.load_state_dict_from_url
-    pytorch_fid_inception.load_state_dict_from_url = lambda *args, **kwargs: load_inception_state_dict()
-    try:
-        return pytorch_fid_inception.InceptionV3([block], resize_input=False, normalize_input=True)
-    finally:
-        pytorch_fid_inception.load_state_dict_from_url = download
+        return self.network(images_uint8)[0]
 
 
 class SIFID:
