@@ -437,13 +437,15 @@ class Evaluator:
 # ---------------------------------------------------------------------------
 # Command line
 
-def init_distributed() -> tuple[torch.device, bool]:
+def init_distributed(device: str | None = None) -> tuple[torch.device, bool]:
     """This process's device, joining torchrun's process group when launched by it.
 
-    Returns (device, joined): joined is True when this call created the group
-    (the caller then destroys it); a group that already exists is used as is.
+    `device` "cpu" keeps a CUDA machine's processes on the CPU (gloo); the
+    default is this process's GPU when there is one. Returns (device, joined):
+    joined is True when this call created the group (the caller then destroys
+    it); a group that already exists is used as is.
     """
-    cuda = torch.cuda.is_available()
+    cuda = torch.cuda.is_available() and device != "cpu"
     joined = False
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         if cuda:
@@ -516,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--truncation", type=float, default=1.0, help="with --ckpt: truncation psi (StyleGAN2)")
     parser.add_argument("--no-ema", action="store_true", help="with --ckpt: score G, not G_ema")
     parser.add_argument("--batch-size", type=int, default=64, help="images per Inception call")
+    parser.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda when available")
     parser.add_argument("--kid-subsets", type=int, default=100)
     parser.add_argument("--kid-subset-size", type=int, default=1000)
     parser.add_argument("--cache-dir", help=f"reference-feature cache (default {default_cache_dir()})")
@@ -533,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.checkpoint import CheckpointError
     from training.data import DataError
 
-    device, joined = init_distributed()
+    device, joined = init_distributed(args.device)
     rank, _ = _world()
     try:
         result = _checkpoint_scores(args, device) if args.ckpt else _folder_scores(args, device)

@@ -2,10 +2,13 @@
 
 The network is pytorch-fid's own module (its bilinear resize to 299 inside
 `forward`, its scaling of [0, 1] to [-1, 1]), so features are pytorch-fid's
-features. What differs is only how images reach it: whole uint8 batches,
-moved to the device as uint8 and converted there, and the network kept in
-channels-last layout, which oneDNN and cuDNN run faster (the features change
-by ~1e-5 absolute, float32 rounding). TF32 is switched off while it runs.
+features. What differs is how images reach it -- whole uint8 batches,
+moved to the device as uint8 and converted there -- and two inference-only
+rewrites of the same weights: each batch norm folded into its convolution
+(in float64), and the channels-last layout that oneDNN and cuDNN run faster.
+Together they make CPU extraction ~1.5x faster; features change by ~1e-5
+absolute (float32 rounding; pool3 values reach ~5). TF32 is switched off
+while the network runs.
 """
 
 import contextlib
@@ -41,7 +44,8 @@ class FeatureExtractor(torch.nn.Module):
             network = inception.InceptionV3(list(blocks), resize_input=resize, normalize_input=True)
         self.device = torch.device(device)
         self.blocks = tuple(sorted(blocks))
-        self.network = network.eval().requires_grad_(False).to(self.device, memory_format=torch.channels_last)
+        fold_batch_norms(network.eval())
+        self.network = network.requires_grad_(False).to(self.device, memory_format=torch.channels_last)
         self.name = f"{FEATURE_NAME}/blocks{'-'.join(map(str, self.blocks))}" + ("" if resize else "/native")
 
     @property
@@ -60,6 +64,24 @@ class FeatureExtractor(torch.nn.Module):
         if self.blocks == (POOL3,):
             return outputs[0].flatten(1)
         return outputs
+
+
+def fold_batch_norms(network: torch.nn.Module) -> None:
+    """Fold each eval-mode BatchNorm of torchvision's BasicConv2d into its convolution, in place."""
+    from torchvision.models.inception import BasicConv2d
+
+    for block in network.modules():
+        if not isinstance(block, BasicConv2d):
+            continue
+        conv, bn = block.conv, block.bn
+        scale = bn.weight.double() / (bn.running_var.double() + bn.eps).sqrt()
+        bias = bn.bias.double() - bn.running_mean.double() * scale
+        folded = torch.nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                                 conv.padding, bias=True)
+        with torch.no_grad():
+            folded.weight.copy_(conv.weight.double() * scale[:, None, None, None])
+            folded.bias.copy_(bias)
+        block.conv, block.bn = folded, torch.nn.Identity()
 
 
 @contextlib.contextmanager
