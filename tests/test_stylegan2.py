@@ -5,25 +5,27 @@ resume determinism, two processes == one, bf16, bad config).
     python -m pytest tests/test_stylegan2.py -q
 """
 
+import contextlib
 import glob
 import json
 import math
 import os
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from plumbing import (ROOT, TINY_DATA, check_resume_is_deterministic, check_run_folder, check_two_processes_match_one,
-                      load_checkpoint, run_script)
+from plumbing import (ROOT, TINY_DATA, assert_state_close, check_resume_is_deterministic, check_run_folder,
+                      check_two_processes_match_one, load_checkpoint, run_script)
 
 sys.path.insert(0, ROOT)
 
 import nets  # noqa: E402
 from nets.stylegan2 import (Conv2dLayer, FullyConnected, Generator, Sampler, minibatch_std,  # noqa: E402
                             modulated_conv2d)
-from train_stylegan2 import StyleGAN2Config, path_lengths, r1_penalty  # noqa: E402
+from train_stylegan2 import StyleGAN2Config, StyleGAN2Task, path_lengths, r1_penalty  # noqa: E402
 from training.config import ConfigError, build_config  # noqa: E402
 from training.augment import AdaptiveAugment, diff_augment  # noqa: E402
 
@@ -280,6 +282,51 @@ def test_adaptive_augment_steps_and_clamps():
     restored = AdaptiveAugment(batch_size=10, interval=2, speed_kimg=0.1)
     restored.load_state_dict(ada.state_dict())
     assert restored.state_dict() == ada.state_dict()
+
+
+# ---------------------------------------------------------------------------
+# The training task in this process (no Accelerator: a one-process stand-in)
+
+
+class OneProcess:
+    """What the task uses of an Accelerator, for one CPU process in fp32."""
+    process_index, num_processes, device = 0, 1, torch.device("cpu")
+
+    def autocast(self):
+        return contextlib.nullcontext()
+
+    def reduce(self, x, reduction):
+        return x
+
+
+def tiny_task(*overrides):
+    from training.data import ImageBatches, load_images
+    config = build_config(StyleGAN2Config, os.path.join(ROOT, "configs", "stylegan2_tiny.yaml"), list(overrides))
+    data = ImageBatches(load_images(config.data.path, config.data.resolution, config.data.channels),
+                        config.train.batch_size, config.seed, hflip=True, vflip=True)
+    return StyleGAN2Task(SimpleNamespace(config=config, accelerator=OneProcess())), data
+
+
+def test_loss_scalers_are_exact_and_independent():
+    """The fp16 path (one GradScaler per optimizer), exercised in fp32: power-of-two scaling changes
+    nothing, and an overflow in D's backward skips D's step alone."""
+    plain, data = tiny_task()
+    scaled, _ = tiny_task()
+    scaled.scalers = {name: torch.amp.GradScaler("cpu", init_scale=2.0 ** 16) for name in ("G", "D")}
+    for step in range(3):  # R1 and PL at steps 0 and 2
+        plain.train_step(data.batch(step), step)
+        scaled.train_step(data.batch(step), step)
+    for name in ("G", "D"):
+        assert_state_close(plain.state_dict()[name], scaled.state_dict()[name], path=name)
+
+    update = scaled._update
+    scaled._update = lambda name, loss: update(name, loss * float("inf") if name == "D" else loss)
+    before = {name: {k: v.clone() for k, v in scaled.state_dict()[name].items()} for name in ("G", "D")}
+    scaled.train_step(data.batch(3), 3)
+    state = scaled.state_dict()
+    assert state["scalers"]["D"]["scale"] == 2.0 ** 15 and state["scalers"]["G"]["scale"] == 2.0 ** 16
+    assert_state_close(state["D"], before["D"], path="D")  # skipped
+    assert not torch.equal(state["G"]["synthesis.blocks.0.const"], before["G"]["synthesis.blocks.0.const"])
 
 
 # ---------------------------------------------------------------------------
