@@ -23,6 +23,7 @@ from plumbing import (ROOT, TINY_DATA, assert_state_close, check_resume_is_deter
 sys.path.insert(0, ROOT)
 
 import nets  # noqa: E402
+import ops  # noqa: E402
 from nets.stylegan2 import (Conv2dLayer, FullyConnected, Generator, Sampler, minibatch_std,  # noqa: E402
                             modulated_conv2d)
 from train_stylegan2 import StyleGAN2Config, StyleGAN2Task, path_lengths, r1_penalty  # noqa: E402
@@ -64,7 +65,6 @@ def test_modulated_conv_matches_per_sample_convolution(up, demodulate, fused):
     weight = torch.randn(4, 5, 3, 3, dtype=torch.float64)
     styles = torch.randn(3, 5, dtype=torch.float64)
     f = torch.tensor([1.0, 3.0, 3.0, 1.0], dtype=torch.float64)
-    import ops
     out = modulated_conv2d(x, weight, styles, demodulate=demodulate, up=up, padding=1,
                            resample_filter=ops.setup_filter(f) if up > 1 else None, fused=fused)
     for b in range(3):
@@ -432,8 +432,10 @@ def test_bad_config_is_one_line_exit_2(tmp_path):
     # A batch the minibatch-std groups cannot split is found when the task is built: still one line, status 2.
     result = run_script(SCRIPT, [*TINY, "model.mbstd_group_size=3", f"out_dir={tmp_path}"], expect_status=2)
     assert "model.mbstd_group_size" in result.stderr and "Traceback" not in result.stderr
-    for override, key in [("augment.policy=color,rotate", "augment.policy"), ("augment.ada_p_max=1.0", "augment.ada_p_max"),
-                          ("data.resolution=24", "data.resolution"), ("train.r1_interval=0", "train.r1_interval")]:
+    for override, key in [("augment.policy=color,rotate", "augment.policy"),
+                          ("augment.ada_p_max=1.0", "augment.ada_p_max"),
+                          ("data.resolution=24", "data.resolution"),
+                          ("train.r1_interval=0", "train.r1_interval")]:
         with pytest.raises(ConfigError, match=key):
             build_config(StyleGAN2Config, os.path.join(ROOT, "configs", "stylegan2_tiny.yaml"), [override])
 
