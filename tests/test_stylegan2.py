@@ -329,6 +329,16 @@ def test_loss_scalers_are_exact_and_independent():
     assert not torch.equal(state["G"]["synthesis.blocks.0.const"], before["G"]["synthesis.blocks.0.const"])
 
 
+def test_cosine_lr_decay_and_lazy_correction():
+    task, data = tiny_task("train.lr_decay=cosine", "train.kimg=0.02", "train.lr_final_fraction=0.2")
+    assert task.total_steps == 5
+    assert [task.lr_at(s) for s in (0, 2, 4)] == pytest.approx([0.002, 0.002 * 0.6, 0.002 * 0.2])
+    logs = task.train_step(data.batch(2), 2)
+    assert logs["Train/lr"] == pytest.approx(0.002 * 0.6)
+    # Both networks are lazily regularized every 2 steps: lr * 2/3.
+    assert [g["lr"] for g in task.opt_D.param_groups + task.opt_G.param_groups] == pytest.approx([0.0008] * 2)
+
+
 # ---------------------------------------------------------------------------
 # The training script
 
