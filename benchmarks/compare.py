@@ -1,6 +1,8 @@
 """Compare models on one data set: train them with the same budget, write one report.
 
     python benchmarks/compare.py --data builtin:particles --kimg 200 --out runs/compare
+    python benchmarks/compare.py --kimg 4 --config sagan=configs/sagan_tiny.yaml \
+        --config stylegan2=configs/stylegan2_tiny.yaml --set data.resolution=32   # a CPU-sized run
     python benchmarks/compare.py --runs runs/sagan-a runs/small300-b --out runs/compare
 
 The first form trains SAGAN and StyleGAN2 (configs/sagan.yaml, configs/small300.yaml)
@@ -47,7 +49,7 @@ def launcher(processes: int) -> list[str]:
 def train_models(args) -> list[str]:
     run_dirs = []
     for name in args.models:
-        script, config = MODELS[name]
+        script, config = MODELS[name][0], args.configs.get(name, MODELS[name][1])
         out_dir = os.path.join(args.out, name)
         command = [*launcher(args.processes), script, "--config", config, "--resume", "auto",
                    f"data.path={args.data}", f"train.kimg={args.kimg}", f"out_dir={out_dir}",
@@ -205,9 +207,15 @@ def main(argv=None):
     parser.add_argument("--processes", type=int, default=1, help="processes per training run")
     parser.add_argument("--eval-every-kimg", type=float, default=10.0)
     parser.add_argument("--eval-samples", type=int, default=2000)
+    parser.add_argument("--config", action="append", default=[], metavar="MODEL=YAML",
+                        help="another config for a model, e.g. stylegan2=configs/stylegan2_tiny.yaml")
     parser.add_argument("--set", nargs="*", default=[], metavar="key=value",
                         help="extra config overrides given to every model")
     args = parser.parse_args(argv)
+    args.configs = dict(item.split("=", 1) for item in args.config)
+    unknown = set(args.configs) - set(MODELS)
+    if unknown:
+        parser.error(f"--config: unknown model {', '.join(sorted(unknown))} (models: {', '.join(MODELS)})")
     if args.runs:
         run_dirs = args.runs
     elif args.kimg is None:
