@@ -112,42 +112,62 @@ class ImageFiles:
 
 
 class _Batches:
-    """Uniform access to the three kinds of source: [start, stop) -> uint8 images.
+    """Uniform access to the three kinds of source, batch by batch.
 
-    `get` returns a uint8 tensor [B, C, H, W] or, for files of differing sizes,
-    a list of [C, H, W] tensors; unreadable files leave gaps (fewer images).
+    Yields a uint8 tensor [B, C, H, W] per batch or, for files of differing
+    sizes, a list of [C, H, W] tensors; unreadable files leave gaps (fewer
+    images). Files are decoded by a thread pool one batch ahead of the
+    network; samplers run in the calling thread (their grad and autocast modes
+    are thread-local) without autograd.
     """
 
-    def __init__(self, source, num_images: int | None, pin: bool, threads: int):
-        self.pin = pin
-        self.pool = None
+    def __init__(self, source, num_images: int | None, batch_size: int, pin: bool, threads: int):
+        self.source, self.batch_size, self.pin, self.threads = source, batch_size, pin, threads
         if isinstance(source, torch.Tensor):
             if source.dtype != torch.uint8 or source.ndim != 4:
                 raise ValueError(f"images must be uint8 [N, C, H, W], got {source.dtype} {tuple(source.shape)}")
             self.count = len(source) if num_images is None else min(num_images, len(source))
-            self.get = lambda start, stop: source[start:stop]
         elif isinstance(source, ImageFiles):
             self.count = len(source) if num_images is None else min(num_images, len(source))
-            self.pool = ThreadPoolExecutor(max_workers=threads)
-            self.get = lambda start, stop: self._decode(source, start, stop)
         elif callable(source):
             if num_images is None:
                 raise ValueError("a sampler needs num_images")
             self.count = num_images
-            self.get = lambda start, stop: to_uint8(source(torch.arange(start, stop)))
         else:
             raise TypeError(f"cannot take images from {type(source).__name__}")
 
-    def _decode(self, files: ImageFiles, start: int, stop: int):
-        arrays = [a for a in self.pool.map(files.decode, range(start, stop)) if a is not None]
-        if arrays and all(a.shape == arrays[0].shape for a in arrays):
-            batch = torch.from_numpy(np.stack(arrays))
-            return batch.pin_memory() if self.pin else batch
-        return [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
+    def __len__(self) -> int:
+        return math.ceil(self.count / self.batch_size)
 
-    def close(self):
-        if self.pool is not None:
-            self.pool.shutdown()
+    def _range(self, batch: int) -> range:
+        return range(batch * self.batch_size, min(self.count, (batch + 1) * self.batch_size))
+
+    def iterate(self, batches: list[int]):
+        if isinstance(self.source, ImageFiles):
+            yield from self._decoded(batches)
+            return
+        for batch in batches:
+            indices = self._range(batch)
+            if isinstance(self.source, torch.Tensor):
+                yield self.source[indices.start:indices.stop]
+            else:
+                with torch.no_grad():
+                    yield to_uint8(self.source(torch.arange(indices.start, indices.stop)))
+
+    def _decoded(self, batches: list[int]):
+        with ThreadPoolExecutor(max_workers=self.threads) as decoders, ThreadPoolExecutor(max_workers=1) as ahead:
+            def load(batch: int):
+                arrays = [a for a in decoders.map(self.source.decode, self._range(batch)) if a is not None]
+                if arrays and all(a.shape == arrays[0].shape for a in arrays):
+                    stacked = torch.from_numpy(np.stack(arrays))
+                    return stacked.pin_memory() if self.pin else stacked
+                return [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
+
+            pending = ahead.submit(load, batches[0]) if batches else None
+            for i in range(len(batches)):
+                images = pending.result()
+                pending = ahead.submit(load, batches[i + 1]) if i + 1 < len(batches) else None
+                yield images
 
 
 def _extract(extractor: Callable, images) -> torch.Tensor:
@@ -244,29 +264,17 @@ def compute_features(source, extractor: Callable | None = None, *, num_images: i
         return torch.cat(batches).cpu().numpy() if batches else np.zeros((0, extractor.dims), np.float32)
 
     rank, world = _world()
-    batches = _Batches(source, num_images, pin=torch.device(extractor_device).type == "cuda", threads=threads)
-    num_batches = math.ceil(batches.count / batch_size)
-    mine = list(range(rank, num_batches, world))
-    counts = torch.zeros(num_batches, dtype=torch.long)
+    batches = _Batches(source, num_images, batch_size, pin=torch.device(extractor_device).type == "cuda",
+                       threads=threads)
+    mine = list(range(rank, len(batches), world))
+    counts = torch.zeros(len(batches), dtype=torch.long)
     local = []
-    prefetch = ThreadPoolExecutor(max_workers=1)  # decode batch i+1 while batch i runs
-
-    def load(batch: int):
-        return batches.get(batch * batch_size, min(batches.count, (batch + 1) * batch_size))
-
-    try:
-        pending = prefetch.submit(load, mine[0]) if mine else None
-        for i, batch in enumerate(mine):
-            images = pending.result()
-            pending = prefetch.submit(load, mine[i + 1]) if i + 1 < len(mine) else None
-            with torch.no_grad():
-                features = _extract(extractor, images)
-            if features is not None:
-                counts[batch] = len(features)
-                local.append(features)
-    finally:
-        prefetch.shutdown()
-        batches.close()
+    for batch, images in zip(mine, batches.iterate(mine)):
+        with torch.no_grad():
+            features = _extract(extractor, images)
+        if features is not None:
+            counts[batch] = len(features)
+            local.append(features)
     if world > 1:
         features = _gather_in_order(local, counts, extractor.dims, world)
     else:

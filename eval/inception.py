@@ -26,7 +26,7 @@ class FeatureExtractor(torch.nn.Module):
     """uint8 [B, C, H, W] (C = 1 or 3, any size) -> features of pytorch-fid's InceptionV3.
 
     With the default `blocks=(3,)` the output is pool3, float32 [B, 2048]; with
-    other or several blocks, the list of their feature maps [B, D, h, w].
+    another single block its feature maps [B, D, h, w]; with several, their list.
 
     Args:
         device:  where the network runs; inputs may live anywhere
@@ -63,7 +63,7 @@ class FeatureExtractor(torch.nn.Module):
             outputs = self.network(x)
         if self.blocks == (POOL3,):
             return outputs[0].flatten(1)
-        return outputs
+        return outputs[0] if len(outputs) == 1 else outputs
 
 
 def fold_batch_norms(network: torch.nn.Module) -> None:
@@ -91,12 +91,19 @@ def full_fp32(device: torch.device):
         yield
         return
     conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
-    saved = conv.fp32_precision, matmul.fp32_precision
-    conv.fp32_precision = matmul.fp32_precision = "ieee"
+    if hasattr(conv, "fp32_precision"):  # torch >= 2.9
+        saved = conv.fp32_precision, matmul.fp32_precision
+        conv.fp32_precision = matmul.fp32_precision = "ieee"
+    else:
+        saved = torch.backends.cudnn.allow_tf32, matmul.allow_tf32
+        torch.backends.cudnn.allow_tf32 = matmul.allow_tf32 = False
     try:
         yield
     finally:
-        conv.fp32_precision, matmul.fp32_precision = saved
+        if hasattr(conv, "fp32_precision"):
+            conv.fp32_precision, matmul.fp32_precision = saved
+        else:
+            torch.backends.cudnn.allow_tf32, matmul.allow_tf32 = saved
 
 
 def feature_extractor(device="cpu", blocks: tuple[int, ...] = (POOL3,), resize: bool = True) -> FeatureExtractor:

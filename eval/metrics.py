@@ -5,12 +5,12 @@ FID is the Fréchet distance between Gaussians fitted to two feature sets,
     |mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^(1/2)).
 
 pytorch-fid takes the matrix square root of the non-symmetric product S1 S2
-with scipy's `sqrtm` (a complex Schur decomposition: about a minute for 2048-d
-on two CPU cores), retries with 1e-6 on the diagonal when the result is not
+with scipy's `sqrtm` (a complex Schur decomposition: ~15 s for 2048-d on two
+idle CPU cores, minutes on busy ones), retries with 1e-6 on the diagonal when the result is not
 finite, and raises when an imaginary part survives. Only the trace is needed,
 and the eigenvalues of S1 S2 are those of the symmetric positive semi-definite
 matrix S1^(1/2) S2 S1^(1/2); two symmetric eigendecompositions give the trace
-in seconds, real and finite by construction even when 300 images leave
+in ~2 s, real and finite by construction even when 300 images leave
 2048-d covariances rank-deficient. With the features themselves at hand and
 fewer images than dimensions it is cheaper still: for centered feature
 matrices A [N1, D] and B [N2, D], S1 S2 = A'A B'B / ((N1-1)(N2-1)), whose
