@@ -335,11 +335,8 @@ def reference_features(source, extractor: Callable, *, content_digest: str, desc
     Returns (features, cache hit). Process 0 writes the cache after a miss.
     """
     rank, world = _world()
-    path = None
-    if cache_dir is not None:
-        path = reference_cache_path(cache_dir, content_digest,
-                                    {"extractor": getattr(extractor, "name", type(extractor).__name__),
-                                     **description})
+    description = {"extractor": getattr(extractor, "name", type(extractor).__name__), **description}
+    path = reference_cache_path(cache_dir, content_digest, description) if cache_dir is not None else None
     cached = _read_cache(path) if path else None
     if _all_agree(cached is not None, world):
         return cached, True
@@ -374,7 +371,9 @@ def _finish_on_main(real: np.ndarray, fake: np.ndarray, **options) -> dict:
     if rank == 0:
         try:
             result = scores(real, fake, **options)
-        except EvalError as error:
+        except Exception as error:  # raised on every process below, instead of a hang in broadcast
+            if world == 1:
+                raise
             result = error
     result = _broadcast_object(result, rank, world)
     if isinstance(result, Exception):

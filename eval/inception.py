@@ -26,7 +26,7 @@ class FeatureExtractor(torch.nn.Module):
     """uint8 [B, C, H, W] (C = 1 or 3, any size) -> features of pytorch-fid's InceptionV3.
 
     With the default `blocks=(3,)` the output is pool3, float32 [B, 2048]; with
-    another single block its feature maps [B, D, h, w]; with several, their list.
+    other blocks, the list of their feature maps [B, D, h, w] (pytorch-fid's convention).
 
     Args:
         device:  where the network runs; inputs may live anywhere
@@ -63,7 +63,7 @@ class FeatureExtractor(torch.nn.Module):
             outputs = self.network(x)
         if self.blocks == (POOL3,):
             return outputs[0].flatten(1)
-        return outputs[0] if len(outputs) == 1 else outputs
+        return outputs
 
 
 def fold_batch_norms(network: torch.nn.Module) -> None:
