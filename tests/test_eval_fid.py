@@ -163,6 +163,12 @@ def test_grayscale_counts_as_replicated_rgb(tmp_path, inception):
                                   fid.compute_features(fid.ImageFiles(str(rgb)), inception))
 
 
+def test_earlier_blocks_keep_pytorch_fids_list_of_maps(inception):
+    # SIFID (eval/sifid.py) takes block 1 at the image's own size from the same extractor.
+    maps = fid.feature_extractor("cpu", blocks=(1,), resize=False)(torch.zeros(2, 1, 64, 64, dtype=torch.uint8))
+    assert isinstance(maps, list) and maps[0].shape == (2, 192, 5, 5)
+
+
 def test_scoring_in_memory_equals_scoring_saved_pngs(tmp_path, toy_model):
     # generate.py writes what the Evaluator scores: the same uint8 pixels, so the same features.
     checkpoint = str(tmp_path / "toy.pt")
