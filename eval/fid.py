@@ -75,11 +75,11 @@ class ImageFiles:
     """
 
     def __init__(self, path: str):
-        from training.data import DataError, _image_sources
+        from training.data import DataError, image_sources
         if not os.path.exists(path):
             raise EvalError(f"{path} does not exist; give a folder, a .zip or an image")
         try:
-            self.sources = _image_sources(path)
+            self.sources = image_sources(path)
         except DataError as error:
             raise EvalError(str(error).removeprefix("data.path: ")) from None
         self.path = path
@@ -97,12 +97,12 @@ class ImageFiles:
         return hasher.hexdigest()
 
     def decode(self, index: int) -> np.ndarray | None:
-        from training.data import _to_8bit
+        from training.data import to_8bit
         name, read = self.sources[index]
         try:
             with Image.open(io.BytesIO(read())) as image:
                 image.load()
-                image = _to_8bit(image)
+                image = to_8bit(image)
                 image = image if image.mode == "L" else image.convert("RGB")
                 array = np.asarray(image, dtype=np.uint8)
         except Exception as error:  # any decoder failure means the same: skip this file

@@ -159,7 +159,7 @@ def main(argv=None) -> int:
 
     from eval.inception_weights import WeightsError
     from training.checkpoint import CheckpointError
-    from training.data import DataError, _image_sources, load_image_full
+    from training.data import DataError, image_sources, load_image_full
     try:
         if args.ckpt:
             real, fakes = _samples_from_checkpoint(args.ckpt, args.num_samples, args.seed, args.batch_size,
@@ -167,7 +167,7 @@ def main(argv=None) -> int:
             result = SIFID(real, args.device, batch_size=args.batch_size, block=args.block).evaluate(fakes)
         else:
             real = load_image_full(args.real, args.channels)
-            fakes = [load_image_full(name, args.channels) for name, _ in _image_sources(args.fake)]
+            fakes = [load_image_full(name, args.channels) for name, _ in image_sources(args.fake)]
             if not fakes:
                 raise DataError(f"--fake: no images in {args.fake}")
             metric = SIFID(real, args.device, batch_size=1, block=args.block)  # the files may differ in size

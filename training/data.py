@@ -34,7 +34,7 @@ class DataError(ValueError):
 # ---------------------------------------------------------------------------
 # Decoding
 
-def _to_8bit(image: Image.Image) -> Image.Image:
+def to_8bit(image: Image.Image) -> Image.Image:
     """Scientific formats (16-bit, 32-bit int/float) scaled to 8 bits by their full range."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         array = np.asarray(image, dtype=np.float64) / 65535.0
@@ -58,7 +58,7 @@ def decode_image(data: bytes, resolution: int, channels: int) -> np.ndarray:
     """
     with Image.open(io.BytesIO(data)) as image:
         image.load()
-        image = _to_8bit(image)
+        image = to_8bit(image)
         image = image.convert("L" if channels == 1 else "RGB")
     w, h = image.size
     side = min(w, h)
@@ -70,7 +70,7 @@ def decode_image(data: bytes, resolution: int, channels: int) -> np.ndarray:
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
 
 
-def _image_sources(path: str) -> list[tuple[str, callable]]:
+def image_sources(path: str) -> list[tuple[str, callable]]:
     """(name, read-bytes function) for every image file under `path`, in a stable order."""
     if os.path.isdir(path):
         files = []
@@ -116,7 +116,7 @@ def load_images(path: str, resolution: int, channels: int) -> torch.Tensor:
         images = torch.from_numpy(particles.load(options["count"], resolution, options["seed"]))
         return images.expand(-1, channels, -1, -1).contiguous()
 
-    sources = _image_sources(path)
+    sources = image_sources(path)
 
     def decode(source):
         name, read = source
@@ -211,7 +211,7 @@ def load_image_full(path: str, channels: int, builtin_resolution: int = 250) -> 
         _, options = parse_builtin(path)
         frame = torch.from_numpy(particles.render_frame(options["seed"], 0, builtin_resolution))
         return frame[None].expand(channels, -1, -1).contiguous()
-    sources = _image_sources(path)
+    sources = image_sources(path)
     if not sources:
         raise DataError(f"data.path: no image in {path} (looked for {', '.join(IMAGE_EXTENSIONS)})")
     name, read = sources[0]
@@ -221,7 +221,7 @@ def load_image_full(path: str, channels: int, builtin_resolution: int = 250) -> 
     try:
         with Image.open(io.BytesIO(read())) as image:
             image.load()
-            image = _to_8bit(image).convert("L" if channels == 1 else "RGB")
+            image = to_8bit(image).convert("L" if channels == 1 else "RGB")
     except Exception as e:  # any decoder failure: the one image is unusable
         raise DataError(f"data.path: cannot read {name} as an image ({type(e).__name__}: {e})")
     array = np.asarray(image, dtype=np.uint8)
