@@ -495,6 +495,8 @@ def _checkpoint_scores(args, device: torch.device) -> dict:
 
     checkpoint, sampler = checkpoint_sampler(args.ckpt, device, seed=args.seed, truncation=args.truncation,
                                              use_ema=not args.no_ema)
+    if checkpoint["model"] == "singan":  # one training image: FID has no distribution to compare with
+        raise EvalError(f"{args.ckpt} is a SinGAN checkpoint; score it with python eval/sifid.py --ckpt {args.ckpt}")
     try:
         data = checkpoint["config"]["data"]
         path, resolution, channels = args.data or data["path"], data["resolution"], data["channels"]
