@@ -184,6 +184,10 @@ def test_run_folder_samples_of_other_sizes_and_metrics(tmp_path):
                                        "--json"])
     assert json.loads(cli.stdout.strip().splitlines()[-1])["sifid"] == pytest.approx(records[2]["sifid"], rel=1e-4)
 
+    # FID needs a distribution: eval/fid.py points SinGAN checkpoints to eval/sifid.py in one line.
+    refused = run_script("eval/fid.py", ["--ckpt", str(out / "checkpoints" / "last.pt")], expect_status=2)
+    assert len(refused.stderr.strip().splitlines()) == 1 and "eval/sifid.py" in refused.stderr
+
 
 def test_resume_continues_at_the_right_scale_and_step(tmp_path):
     args = [*TINY, "eval.sifid=false", "train.steps_per_scale=12"]  # checkpoints every 8 steps
