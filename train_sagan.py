@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from nets.sagan import SAGANModel, batchnorm_for, build_discriminator, build_generator
-from training.augment import diff_augment, parse_policy
+from training.augment import AugmentConfig, diff_augment
 from training.config import BaseConfig, EvalConfig, TrainConfig, check
 from training.data import shard
 from training.ema import ema_beta, update_ema
@@ -85,22 +85,12 @@ class SAGANEval(EvalConfig):
 
 
 @dataclass
-class SAGANAugment:
-    policy: str = ""  # DiffAugment on everything D sees, e.g. color,translation,cutout; '' = flips (data.*flip) only
-
-    def validate(self):
-        try:
-            parse_policy(self.policy)
-        except ValueError as e:
-            check(False, "augment.policy", f"a comma-separated subset of color, translation, cutout ({e})")
-
-
-@dataclass
 class SAGANConfig(BaseConfig):
     train: SAGANTrain = field(default_factory=SAGANTrain)
     eval: SAGANEval = field(default_factory=SAGANEval)
     model: SAGANModel = field(default_factory=SAGANModel)
-    augment: SAGANAugment = field(default_factory=SAGANAugment)
+    # flips (data.*flip) only by default: DiffAugment is an option here, e.g. augment.policy=color,translation,cutout
+    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(policy=""))
 
     def validate(self):
         self.model.check_resolution(self.data.resolution)

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from nets.stylegan2 import Sampler, build_discriminator, build_generator
-from training.augment import AdaptiveAugment, diff_augment, parse_policy
+from training.augment import AdaptiveAugment, AugmentConfig, diff_augment, parse_policy
 from training.config import BaseConfig, ConfigError, TrainConfig, check, to_dict
 from training.data import shard
 from training.ema import ema_beta, update_ema
@@ -96,8 +96,7 @@ class StyleGAN2Train(TrainConfig):
 
 
 @dataclass
-class AugmentConfig:
-    policy: str = "color,translation,cutout"  # DiffAugment groups; "" = no augmentation
+class AdaptiveAugmentConfig(AugmentConfig):
     p: float = 1.0             # probability of each transform per image (with ada: the starting p)
     ada: bool = False          # adapt p to keep E[sign(D(real))] at ada_target
     ada_target: float = 0.6
@@ -106,10 +105,7 @@ class AugmentConfig:
     ada_p_max: float = 0.95    # p stays in [0, ada_p_max], ada_p_max < 1
 
     def validate(self):
-        try:
-            parse_policy(self.policy)
-        except ValueError as e:
-            raise ConfigError(f"augment.policy: {e}")
+        super().validate()
         check(0 <= self.p <= 1, "augment.p", "a probability in [0, 1]")
         check(0 <= self.ada_target <= 1, "augment.ada_target", "a number in [0, 1]")
         check(self.ada_interval >= 1, "augment.ada_interval", "a positive integer")
@@ -121,7 +117,7 @@ class AugmentConfig:
 class StyleGAN2Config(BaseConfig):
     model: StyleGAN2Model = field(default_factory=StyleGAN2Model)
     train: StyleGAN2Train = field(default_factory=StyleGAN2Train)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    augment: AdaptiveAugmentConfig = field(default_factory=AdaptiveAugmentConfig)
 
     def validate(self):
         r = self.data.resolution

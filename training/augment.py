@@ -23,8 +23,11 @@ uninterrupted one. Use a distinct `purpose` for each call within a step
     x = diff_augment(x, "color,translation,cutout", seed, step, rank, world, purpose="D/real", p=1.0)
 """
 
+from dataclasses import dataclass
+
 import torch
 
+from training.config import check
 from training.data import shard
 from training.seeding import generator
 
@@ -47,6 +50,19 @@ def parse_policy(policy: str) -> list[str]:
             raise ValueError(f"unknown DiffAugment policy {group!r}; choose from {', '.join(POLICY_GROUPS)}")
         transforms += [t for t in POLICY_GROUPS[group] if t not in transforms]
     return transforms
+
+
+@dataclass
+class AugmentConfig:
+    """The `augment` section of a config: which DiffAugment groups D's inputs go through."""
+
+    policy: str = "color,translation,cutout"  # comma-separated groups; "" = no augmentation
+
+    def validate(self):
+        try:
+            parse_policy(self.policy)
+        except ValueError as e:
+            check(False, "augment.policy", f"a comma-separated subset of {', '.join(POLICY_GROUPS)} ({e})")
 
 
 def _uniform(g: torch.Generator, n: int) -> torch.Tensor:
