@@ -9,9 +9,13 @@ matches pytorch-fid's. Generated images are quantized with
 `training.images.to_uint8`, exactly as a saved PNG, so scoring in memory
 equals scoring the saved files. KID (unbiased, cubic kernel, mean and std
 over subsets) stands beside FID because FID is strongly biased at a few
-hundred images. Real features are cached in an npz keyed by the images'
-contents and the feature extractor (also a valid pytorch-fid stats file: it
-holds `mu` and `sigma`); a repeated evaluation skips the real images.
+hundred images. Precision and recall (k-nearest-neighbour manifolds,
+Kynkäänniemi et al. 2019, k=3; eval/precision_recall.py) come from the same
+features: precision is the share of samples that look like real images,
+recall the share of real images the samples cover. Real features are cached
+in an npz keyed by the images' contents and the feature extractor (also a
+valid pytorch-fid stats file: it holds `mu` and `sigma`); a repeated
+evaluation skips the real images.
 
 Under torch.distributed (torchrun, or Accelerate inside training) each
 process extracts every K-th batch; features are gathered back into the global
@@ -19,7 +23,8 @@ order, so each image counts once and the statistics are the one-process ones.
 Process 0 finishes the math and every process returns its result.
 
 `--json` prints one JSON object on the last line:
-{"fid": ..., "kid": ..., "kid_std": ..., "num_real": ..., "num_fake": ...}.
+{"fid": ..., "kid": ..., "kid_std": ..., "precision": ..., "recall": ..., "num_real": ...,
+"num_fake": ...} (without precision/recall under --no-precision-recall).
 Errors (missing weights, checkpoint, data; fewer than 2 images) are one line
 on stderr and exit status 2.
 """
@@ -48,6 +53,7 @@ from PIL import Image
 from eval.inception import feature_extractor
 from eval.metrics import (feature_statistics, frechet_distance, frechet_distance_features,
                           kernel_inception_distance)
+from eval.precision_recall import DEFAULT_K, precision_recall as knn_precision_recall
 from training.images import to_uint8
 
 __all__ = ["Evaluator", "ImageFiles", "compute_features", "default_cache_dir", "feature_extractor",
@@ -353,15 +359,24 @@ def reference_features(source, extractor: Callable, *, content_digest: str, desc
 # Scores
 
 def scores(real: np.ndarray, fake: np.ndarray, *, kid_subsets: int = 100, kid_subset_size: int = 1000,
-           device=None) -> dict:
-    """{"fid", "kid", "kid_std", "num_real", "num_fake"} of two feature sets."""
+           precision_recall: bool = True, device=None) -> dict:
+    """{"fid", "kid", "kid_std", "precision", "recall", "num_real", "num_fake"} of two feature sets.
+
+    precision/recall (k=3 nearest neighbours) only when `precision_recall`.
+    """
     for name, features in (("real", real), ("generated", fake)):
         if len(features) < 2:
             raise EvalError(f"FID needs at least 2 {name} images, got {len(features)}")
+        if precision_recall and len(features) <= DEFAULT_K:
+            raise EvalError(f"precision/recall (k={DEFAULT_K}) need at least {DEFAULT_K + 1} {name} images, got "
+                            f"{len(features)}; switch them off with --no-precision-recall or eval.precision_recall=false")
     fid = frechet_distance_features(real, fake, device=device)
     kid, kid_std = kernel_inception_distance(real, fake, num_subsets=kid_subsets, subset_size=kid_subset_size,
                                              device=device)
-    return {"fid": fid, "kid": kid, "kid_std": kid_std, "num_real": len(real), "num_fake": len(fake)}
+    result = {"fid": fid, "kid": kid, "kid_std": kid_std}
+    if precision_recall:
+        result["precision"], result["recall"] = knn_precision_recall(real, fake, DEFAULT_K, device=device)
+    return {**result, "num_real": len(real), "num_fake": len(fake)}
 
 
 def _finish_on_main(real: np.ndarray, fake: np.ndarray, **options) -> dict:
@@ -382,7 +397,7 @@ def _finish_on_main(real: np.ndarray, fake: np.ndarray, **options) -> dict:
 
 
 class Evaluator:
-    """FID/KID of a generator against the training set, for the training loop and the CLI.
+    """FID/KID (and precision/recall) of a generator against the training set, for the training loop and the CLI.
 
     Args:
         real_images:     uint8 [N, C, H, W], the training set (the same on every process)
@@ -390,6 +405,7 @@ class Evaluator:
         batch_size:      images per Inception call
         kid_subsets:     number of KID subsets
         kid_subset_size: KID subset size (capped by the number of images)
+        precision_recall: also precision and recall (k=3), from the same features
         cache_dir:       reference-feature cache (default `default_cache_dir()`)
         cache:           False: neither read nor write the cache
         extractor:       feature extractor (default Inception pool3); tests pass small ones
@@ -398,15 +414,16 @@ class Evaluator:
     """
 
     def __init__(self, real_images: torch.Tensor, device: torch.device, *, batch_size: int = 64,
-                 kid_subsets: int = 100, kid_subset_size: int = 1000, cache_dir: str | None = None,
-                 cache: bool = True, extractor: Callable | None = None):
+                 kid_subsets: int = 100, kid_subset_size: int = 1000, precision_recall: bool = True,
+                 cache_dir: str | None = None, cache: bool = True, extractor: Callable | None = None):
         if real_images.dtype != torch.uint8 or real_images.ndim != 4:
             raise ValueError(f"real_images must be uint8 [N, C, H, W], got {real_images.dtype} "
                              f"{tuple(real_images.shape)}")
         self.real_images = real_images
         self.device = torch.device(device)
         self.batch_size = batch_size
-        self.kid_options = {"kid_subsets": kid_subsets, "kid_subset_size": kid_subset_size}
+        self.options = {"kid_subsets": kid_subsets, "kid_subset_size": kid_subset_size,
+                        "precision_recall": precision_recall}
         self.cache_dir = (cache_dir or default_cache_dir()) if cache else None
         self._extractor = extractor
         self._real_features = None
@@ -433,12 +450,13 @@ class Evaluator:
         return compute_features(sampler, self.extractor, num_images=num_samples, batch_size=self.batch_size)
 
     def evaluate(self, sampler: Callable, num_samples: int) -> dict:
-        """{"fid", "kid", "kid_std", "num_real", "num_fake"} of `num_samples` samples of `sampler`."""
+        """`scores` of `num_samples` samples of `sampler`: {"fid", "kid", "kid_std", ["precision", "recall",]
+        "num_real", "num_fake"}."""
         if num_samples < 2:
             raise ValueError(f"num_samples must be at least 2, got {num_samples}")
         real = self.real_features
         fake = self.fake_features(sampler, num_samples)
-        return _finish_on_main(real, fake, device=self.device, **self.kid_options)
+        return _finish_on_main(real, fake, device=self.device, **self.options)
 
 
 # ---------------------------------------------------------------------------
@@ -476,6 +494,18 @@ def checkpoint_sampler(path: str, device, **options) -> tuple[dict, Callable]:
         raise CheckpointError(f"cannot rebuild the generator of {path}: {reason}") from None
 
 
+def checkpoint_real_images(checkpoint: dict, ckpt_path: str, data: str | None = None) -> tuple[str, torch.Tensor]:
+    """(path, uint8 images) of the data a checkpoint was trained on, or of `data` at its resolution/channels."""
+    from training.data import load_images
+
+    try:
+        config = checkpoint["config"]["data"]
+        path, resolution, channels = data or config["path"], config["resolution"], config["channels"]
+    except (KeyError, TypeError):
+        raise EvalError(f"{ckpt_path}: the checkpoint's config has no data.path/resolution/channels") from None
+    return path, load_images(path, resolution, channels)
+
+
 def _folder_scores(args, device: torch.device) -> dict:
     real_files, fake_files = ImageFiles(args.real), ImageFiles(args.fake)
     for name, files in (("--real", real_files), ("--fake", fake_files)):
@@ -487,30 +517,24 @@ def _folder_scores(args, device: torch.device) -> dict:
                                  description={"kind": "files"}, cache_dir=cache_dir, batch_size=args.batch_size)
     fake = compute_features(fake_files, extractor, batch_size=args.batch_size)
     return _finish_on_main(real, fake, device=device, kid_subsets=args.kid_subsets,
-                           kid_subset_size=args.kid_subset_size)
+                           kid_subset_size=args.kid_subset_size, precision_recall=not args.no_precision_recall)
 
 
 def _checkpoint_scores(args, device: torch.device) -> dict:
-    from training.data import load_images
-
     checkpoint, sampler = checkpoint_sampler(args.ckpt, device, seed=args.seed, truncation=args.truncation,
                                              use_ema=not args.no_ema)
     if checkpoint["model"] == "singan":  # one training image: FID has no distribution to compare with
         raise EvalError(f"{args.ckpt} is a SinGAN checkpoint; score it with python eval/sifid.py --ckpt {args.ckpt}")
-    try:
-        data = checkpoint["config"]["data"]
-        path, resolution, channels = args.data or data["path"], data["resolution"], data["channels"]
-    except (KeyError, TypeError):
-        raise EvalError(f"{args.ckpt}: the checkpoint's config has no data.path/resolution/channels") from None
+    path, real_images = checkpoint_real_images(checkpoint, args.ckpt, args.data)
     num_samples = args.num_samples if args.num_samples is not None else \
         checkpoint["config"].get("eval", {}).get("num_samples", 5000)
-    real_images = load_images(path, resolution, channels)
     if len(real_images) < 2:
         raise EvalError(f"{path}: {len(real_images)} image(s); FID needs at least 2")
     if num_samples < 2:
         raise EvalError(f"--num-samples {num_samples}: FID needs at least 2")
     evaluator = Evaluator(real_images, device, batch_size=args.batch_size, kid_subsets=args.kid_subsets,
-                          kid_subset_size=args.kid_subset_size, cache_dir=args.cache_dir, cache=not args.no_cache)
+                          kid_subset_size=args.kid_subset_size, precision_recall=not args.no_precision_recall,
+                          cache_dir=args.cache_dir, cache=not args.no_cache)
     return evaluator.evaluate(sampler, num_samples)
 
 
@@ -530,6 +554,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda when available")
     parser.add_argument("--kid-subsets", type=int, default=100)
     parser.add_argument("--kid-subset-size", type=int, default=1000)
+    parser.add_argument("--no-precision-recall", action="store_true", help="skip precision and recall (k=3)")
     parser.add_argument("--cache-dir", help=f"reference-feature cache (default {default_cache_dir()})")
     parser.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     parser.add_argument("--json", action="store_true", help="print one JSON object on the last line")
@@ -560,7 +585,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             print(json.dumps(result))
         else:
-            print(f"FID {result['fid']:.4f}  KID {result['kid']:.6f} ± {result['kid_std']:.6f}  "
+            quality = f"precision {result['precision']:.4f}  recall {result['recall']:.4f}  " \
+                if "precision" in result else ""
+            print(f"FID {result['fid']:.4f}  KID {result['kid']:.6f} ± {result['kid_std']:.6f}  {quality}"
                   f"({result['num_real']} real, {result['num_fake']} generated)")
     return 0
 

@@ -59,10 +59,12 @@ class EvalConfig:
     batch_size: int = 64         # Inception batch per process
     kid_subsets: int = 100
     kid_subset_size: int = 1000  # capped by the number of available images
+    precision_recall: bool = True  # also precision and recall (k=3 nearest neighbours) from the same features
 
     def validate(self):
         check(self.every_kimg >= 0, "eval.every_kimg", "a number >= 0 (0 disables evaluation)")
-        check(self.num_samples >= 2, "eval.num_samples", "an integer >= 2")
+        check(self.num_samples >= (4 if self.precision_recall else 2), "eval.num_samples",
+              "an integer >= 4 (k=3 neighbours for precision/recall; >= 2 with eval.precision_recall=false)")
         check(self.batch_size >= 1, "eval.batch_size", "a positive integer")
         check(self.kid_subsets >= 1, "eval.kid_subsets", "a positive integer")
         check(self.kid_subset_size >= 2, "eval.kid_subset_size", "an integer >= 2")
