@@ -40,3 +40,17 @@ def test_report_from_two_runs_holds_their_numbers(tmp_path):
     for run, row in zip(runs, rows):  # parameter counts of the toy G: Linear(8 -> 16w) + Conv2d(w -> 1, 3x3)
         w = width[run.name]
         assert re.search(rf"\| {8 * 16 * w + 16 * w + 9 * w + 1:,} \|", row)
+
+
+def test_training_mode_trains_both_models_on_one_budget(tmp_path):
+    out = tmp_path / "compare"
+    run_script("benchmarks/compare.py", [
+        "--kimg", "0.016", "--out", str(out), "--eval-every-kimg", "0.008", "--eval-samples", "8",
+        "--config", "sagan=configs/sagan_tiny.yaml", "--config", "stylegan2=configs/stylegan2_tiny.yaml",
+        "--set", "eval.kid_subset_size=4"])
+    rows = [line for line in (out / "report.md").read_text().splitlines() if line.startswith("| ")][2:]
+    assert [row.split("|")[1].split()[0] for row in rows] == ["sagan", "stylegan2"]
+    for name in ("sagan", "stylegan2"):
+        records = [json.loads(line) for line in (out / name / "metrics.jsonl").read_text().splitlines()]
+        assert [r["kimg"] for r in records] == [0.008, 0.016]  # the same evaluation points for both models
+        assert records[-1]["num_fake"] == 8
