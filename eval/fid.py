@@ -369,7 +369,7 @@ def scores(real: np.ndarray, fake: np.ndarray, *, kid_subsets: int = 100, kid_su
             raise EvalError(f"FID needs at least 2 {name} images, got {len(features)}")
         if precision_recall and len(features) <= DEFAULT_K:
             raise EvalError(f"precision/recall (k={DEFAULT_K}) need at least {DEFAULT_K + 1} {name} images, got "
-                            f"{len(features)}; switch them off with --no-precision-recall or eval.precision_recall=false")
+                            f"{len(features)}; --no-precision-recall or eval.precision_recall=false skips them")
     fid = frechet_distance_features(real, fake, device=device)
     kid, kid_std = kernel_inception_distance(real, fake, num_subsets=kid_subsets, subset_size=kid_subset_size,
                                              device=device)

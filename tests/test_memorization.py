@@ -29,7 +29,8 @@ from training.checkpoint import save_checkpoint
 from training.data import load_images
 from training.images import to_float, to_uint8
 
-NEEDS_WEIGHTS = pytest.mark.skipif(not weights_present(), reason="no Inception weights: python eval/inception_weights.py")
+NEEDS_WEIGHTS = pytest.mark.skipif(not weights_present(),
+                                   reason="no Inception weights: python eval/inception_weights.py")
 TINY_PATH, TINY_RESOLUTION = TINY_DATA[0].split("=", 1)[1], int(TINY_DATA[1].split("=")[1])
 
 
@@ -53,7 +54,7 @@ def brute_precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tu
 @pytest.fixture
 def small_blocks(monkeypatch):
     """Distances in blocks of a few rows, so the block bookkeeping is exercised."""
-    monkeypatch.setattr(pr, "BLOCK_ELEMENTS", 200)
+    monkeypatch.setattr(pr, "BLOCK_ELEMENTS", 1000)
 
 
 # ---------------------------------------------------------------------------
@@ -64,8 +65,9 @@ def test_precision_recall_equals_brute_force(request, blocks):
     if blocks == "small":
         request.getfixturevalue("small_blocks")
     rng = np.random.default_rng(0)
-    for n_real, n_fake, dims, shift, scale in [(120, 90, 16, 0.3, 1.3), (60, 150, 64, 0.0, 0.85),
-                                               (50, 50, 2048, 0.02, 1.02), (40, 80, 8, 1.0, 1.0), (200, 100, 2, 0.5, 0.5)]:
+    cases = [(120, 90, 16, 0.3, 1.3), (60, 150, 64, 0.0, 0.85), (50, 50, 2048, 0.02, 1.02), (40, 80, 8, 1.0, 1.0),
+             (200, 100, 2, 0.5, 0.5)]  # (real, generated, dimensions, shift, scale of the generated set)
+    for n_real, n_fake, dims, shift, scale in cases:
         real = rng.normal(size=(n_real, dims)).astype(np.float32)
         fake = (rng.normal(size=(n_fake, dims)) * scale + shift).astype(np.float32)
         ours = pr.precision_recall(real, fake, k=3)
@@ -189,7 +191,8 @@ def trivial_sampler_from_checkpoint(checkpoint, device, seed=0, truncation=1.0, 
         out = []
         for i in indices.tolist():
             if kind == "noise":
-                out.append(torch.rand(images.shape[1:], generator=torch.Generator().manual_seed(seed * 7919 + i)) * 2 - 1)
+                g = torch.Generator().manual_seed(seed * 7919 + i)
+                out.append(torch.rand(images.shape[1:], generator=g) * 2 - 1)
                 continue
             image, variant = images[i % len(images)], (i // len(images)) % 4 if kind == "flipped" else 0
             out.append(image.flip([[], [2], [1], [1, 2]][variant]) if variant else image)
@@ -399,7 +402,8 @@ def test_two_processes_equal_one(tmp_path, monkeypatch, capsys, trivial_checkpoi
     for report in (single, double):
         report.pop("out")
     assert_same_report(double, single)
-    assert (tmp_path / "two" / "nearest_pixel.png").read_bytes() == (tmp_path / "one" / "nearest_pixel.png").read_bytes()
+    grids = [(tmp_path / run / "nearest_pixel.png").read_bytes() for run in ("one", "two")]
+    assert grids[0] == grids[1]
 
 
 # ---------------------------------------------------------------------------
