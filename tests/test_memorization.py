@@ -22,15 +22,12 @@ from scipy.spatial.distance import cdist
 
 import nets
 from eval import fid, memorization, precision_recall as pr
-from eval.inception_weights import weights_present
 from plumbing import ROOT, TINY_DATA, run_script
 from test_eval_fid import PixelFeatures, toy_model, toy_sampler  # noqa: F401 (toy_model is a fixture)
 from training.checkpoint import save_checkpoint
 from training.data import load_images
 from training.images import to_float, to_uint8
 
-NEEDS_WEIGHTS = pytest.mark.skipif(not weights_present(),
-                                   reason="no Inception weights: python eval/inception_weights.py")
 TINY_PATH, TINY_RESOLUTION = TINY_DATA[0].split("=", 1)[1], int(TINY_DATA[1].split("=")[1])
 
 
@@ -250,7 +247,7 @@ def test_copier_and_noise_generators(tmp_path, monkeypatch, capsys, trivial_chec
         grid = np.asarray(Image.open(out / "nearest_pixel.png"))
         assert grid.shape == (4 * (16 + 4) - 4, 8 * (33 + 4) - 4)
         first = report["pixel"]["most_suspicious"][0]
-        sample = to_uint8(trivial_sampler_from_checkpoint(torch.load(trivial_checkpoints[kind]), "cpu")(
+        sample = to_uint8(trivial_sampler_from_checkpoint(torch.load(trivial_checkpoints[kind], weights_only=True), "cpu")(
             torch.tensor([first["sample"]])))[0, 0]
         variant = {"none": [], "h": [1], "v": [0], "hv": [0, 1]}[first["flip"]]
         neighbour = real[first["train"], 0].flip(variant) if variant else real[first["train"], 0]
@@ -288,7 +285,6 @@ def test_copier_and_noise_generators(tmp_path, monkeypatch, capsys, trivial_chec
     assert code == 0 and "copy rate" in stdout and "precision 1.000" in stdout
 
 
-@NEEDS_WEIGHTS
 def test_copier_and_noise_in_inception_space():
     # The real network on 8 frames: copies (flipped too) sit on their training image, noise far away.
     real = load_images("builtin:particles?count=8", 16, 1)
