@@ -113,6 +113,11 @@ def init_weights(module: nn.Module, g: torch.Generator) -> None:
             m.bias.data.zero_()
 
 
+def conv_blocks(channels: int, width: int, count: int) -> nn.Sequential:
+    """The hidden stack G and D share: `count` ConvBlocks, channels -> width -> ... -> width."""
+    return nn.Sequential(ConvBlock(channels, width), *[ConvBlock(width, width) for _ in range(count - 1)])
+
+
 class ScaleGenerator(nn.Module):
     """One scale's generator: G(z + x_prev) + x_prev, with a tanh on G's own output.
 
@@ -124,8 +129,7 @@ class ScaleGenerator(nn.Module):
 
     def __init__(self, channels: int, width: int, layers: int = 5):
         super().__init__()
-        blocks = [ConvBlock(channels, width)] + [ConvBlock(width, width) for _ in range(layers - 2)]
-        self.features = nn.Sequential(*blocks)
+        self.features = conv_blocks(channels, width, layers - 1)
         self.to_image = nn.Conv2d(width, channels, 3, padding=1)
 
     def forward(self, noisy_input: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
@@ -143,8 +147,7 @@ class PatchDiscriminator(nn.Module):
 
     def __init__(self, channels: int, width: int, layers: int = 5):
         super().__init__()
-        blocks = [ConvBlock(channels, width)] + [ConvBlock(width, width) for _ in range(layers - 2)]
-        self.features = nn.Sequential(*blocks)
+        self.features = conv_blocks(channels, width, layers - 1)
         self.to_score = nn.Conv2d(width, 1, 3, padding=1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -265,9 +265,10 @@ def test_two_processes_equal_one(tmp_path, folders, folder_scores):
 # ---------------------------------------------------------------------------
 # Command lines
 
-def run_main(argv, capsys) -> tuple[int, str, str]:
+def run_main(argv, capsys, main=None) -> tuple[int, str, str]:
+    """Run a CLI's main() in-process: (exit status, stdout, stderr); eval/fid.py unless `main` is given."""
     try:
-        code = fid.main(argv)
+        code = (main or fid.main)(argv)
     except SystemExit as exit_:  # argparse errors
         code = exit_.code
     captured = capsys.readouterr()

@@ -23,7 +23,7 @@ from scipy.spatial.distance import cdist
 import nets
 from eval import fid, memorization, precision_recall as pr
 from plumbing import ROOT, TINY_DATA, run_script
-from test_eval_fid import PixelFeatures, toy_model, toy_sampler  # noqa: F401 (toy_model is a fixture)
+from test_eval_fid import PixelFeatures, run_main, toy_model, toy_sampler  # noqa: F401 (toy_model is a fixture)
 from training.checkpoint import save_checkpoint
 from training.data import load_images
 from training.images import to_float, to_uint8
@@ -216,12 +216,7 @@ def trivial_checkpoints(tmp_path, monkeypatch) -> dict:
 
 
 def run_memorization(argv, capsys) -> tuple[int, str, str]:
-    try:
-        code = memorization.main(argv)
-    except SystemExit as exit_:  # argparse errors
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_main(argv, capsys, memorization.main)
 
 
 def test_copier_and_noise_generators(tmp_path, monkeypatch, capsys, trivial_checkpoints):

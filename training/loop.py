@@ -20,7 +20,7 @@ from typing import Callable, Protocol
 import torch
 
 from training.checkpoint import CheckpointError, load_checkpoint, resolve_resume
-from training.config import ConfigError, parse_command_line, to_dict
+from training.config import ConfigError, exit_with_error, parse_command_line, to_dict
 from training.data import DataError, ImageBatches, load_images
 from training.images import to_uint8
 from training.run import Run
@@ -123,9 +123,9 @@ class user_errors:
 
     def __exit__(self, kind, error, traceback):
         if isinstance(error, (ConfigError, DataError, CheckpointError)):
-            if int(os.environ.get("RANK", "0")) == 0:
-                print(f"error: {error}", file=sys.stderr)
-            sys.exit(2)
+            if int(os.environ.get("RANK", "0")) != 0:
+                sys.exit(2)  # every process hits the same error; one line is enough
+            exit_with_error(str(error))
         return False
 
 
