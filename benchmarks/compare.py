@@ -161,14 +161,14 @@ def fmt(value, digits: int = 1, scale: float = 1.0) -> str:
     return f"{value * scale:,.{digits}f}"
 
 
-def write_report(runs: list[dict], out_dir: str) -> str:
+def write_report(runs: list[dict], out_dir: str, title: str = "Model comparison") -> str:
     os.makedirs(out_dir, exist_ok=True)
     plot_metric(runs, "fid", "FID (lower is better)", os.path.join(out_dir, "fid.png"))
     plot_metric(runs, "kid", "KID (lower is better)", os.path.join(out_dir, "kid.png"))
     plot_samples(runs, os.path.join(out_dir, "samples.png"))
 
     data = runs[0]["config"]["data"]
-    lines = ["# Model comparison", "",
+    lines = [f"# {title}", "",
              f"Data: `{data['path']}` at {data['resolution']}x{data['resolution']}, {data['channels']} channel(s). "
              f"Evaluation: FID/KID of {runs[0]['records'][-1].get('num_fake', '?')} generated images against "
              f"{runs[0]['records'][-1].get('num_real', '?')} real ones.", "",
