@@ -76,7 +76,7 @@ def read_run(run_dir: str) -> dict:
     samples = sorted(f for f in os.listdir(os.path.join(run_dir, "samples")) if f.endswith(".png"))
     return {"dir": run_dir, "name": checkpoint["model"], "config": config, "records": records,
             "params": checkpoint.get("params", {}), "kimg": checkpoint["kimg"],
-            "throughput": read_throughput(os.path.join(run_dir, "tb")),
+            "throughput": read_throughput(os.path.join(run_dir, "tb")), "copy_rate": read_copy_rate(run_dir),
             "last_samples": os.path.join(run_dir, "samples", samples[-1]) if samples else None}
 
 
@@ -99,6 +99,16 @@ def read_throughput(tb_dir: str) -> dict:
             "peak_gpu_mem_mb": max(memory) if memory else None}
 
 
+def read_copy_rate(run_dir: str) -> dict | None:
+    """Copy rates from eval/memorization.py's report.json in run_dir/memorization/, when it has been run."""
+    path = os.path.join(run_dir, "memorization", "report.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        report = json.load(f)
+    return {space: report[space]["copy_rate"] for space in ("pixel", "inception")}
+
+
 def time_to_fid(records: list[dict], threshold: float) -> float | None:
     """Training seconds until the first evaluation at or below `threshold`."""
     for record in records:
@@ -114,17 +124,25 @@ def label(run: dict) -> str:
     return f"{run['name']} ({os.path.basename(os.path.normpath(run['dir']))})"
 
 
-def plot_metric(runs: list[dict], key: str, ylabel: str, path: str) -> None:
+X_AXES = {"kimg": ("kimg (thousands of real images shown)", 1.0),
+          "wallclock_s": ("training wall-clock, hours (evaluation included)", 1 / 3600)}
+
+
+def plot_metric(runs: list[dict], key: str, ylabel: str, path: str, x: str = "kimg") -> None:
+    """`key` of every run's evaluations against kimg or against training wall-clock."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    xlabel, scale = X_AXES[x]
     fig, ax = plt.subplots(figsize=(6, 4))
     for run in runs:
-        ax.plot([r["kimg"] for r in run["records"]], [r[key] for r in run["records"]], marker="o", label=label(run))
-    ax.set_xlabel("kimg (thousands of real images shown)")
+        records = [r for r in run["records"] if r.get(x) is not None and r.get(key) is not None]
+        ax.plot([r[x] * scale for r in records], [r[key] for r in records], marker="o", markersize=3,
+                label=label(run))
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -145,11 +163,14 @@ def plot_samples(runs: list[dict], path: str) -> None:
     panels = [("real", make_grid(real[torch.randperm(len(real), generator=torch.Generator().manual_seed(0))[:64]]))]
     panels += [(label(run), np.asarray(Image.open(run["last_samples"])))
                for run in runs if run["last_samples"]]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4.3))
-    for ax, (title, image) in zip(axes, panels):
+    columns = min(len(panels), 4)
+    rows = math.ceil(len(panels) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 4.3 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (title, image) in zip(axes.flat, panels):
         ax.imshow(image, cmap="gray", vmin=0, vmax=255)
         ax.set_title(title, fontsize=9)
-        ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -163,9 +184,17 @@ def fmt(value, digits: int = 1, scale: float = 1.0) -> str:
 
 def write_report(runs: list[dict], out_dir: str, title: str = "Model comparison") -> str:
     os.makedirs(out_dir, exist_ok=True)
+    figures = [("fid.png", "FID against kimg"), ("fid_wallclock.png", "FID against training wall-clock"),
+               ("kid.png", "KID against kimg")]
     plot_metric(runs, "fid", "FID (lower is better)", os.path.join(out_dir, "fid.png"))
+    plot_metric(runs, "fid", "FID (lower is better)", os.path.join(out_dir, "fid_wallclock.png"), x="wallclock_s")
     plot_metric(runs, "kid", "KID (lower is better)", os.path.join(out_dir, "kid.png"))
+    if any("recall" in r for run in runs for r in run["records"]):
+        plot_metric(runs, "precision", "precision (higher: samples look real)", os.path.join(out_dir, "precision.png"))
+        plot_metric(runs, "recall", "recall (higher: samples cover the data)", os.path.join(out_dir, "recall.png"))
+        figures += [("precision.png", "precision against kimg"), ("recall.png", "recall against kimg")]
     plot_samples(runs, os.path.join(out_dir, "samples.png"))
+    figures.append(("samples.png", "Real images and each run's newest samples"))
 
     data = runs[0]["config"]["data"]
     lines = [f"# {title}", "",
@@ -173,27 +202,36 @@ def write_report(runs: list[dict], out_dir: str, title: str = "Model comparison"
              f"Evaluation: FID/KID of {runs[0]['records'][-1].get('num_fake', '?')} generated images against "
              f"{runs[0]['records'][-1].get('num_real', '?')} real ones.", "",
              "| run | params G | params D | kimg | best FID (at kimg) | final FID | final KID ×10³ | img/s | "
-             "s/kimg | peak GPU MiB | " + " | ".join(f"time to FID ≤ {t}" for t in FID_THRESHOLDS) + " |",
-             "|" + " --- |" * (10 + len(FID_THRESHOLDS))]
+             "s/kimg | peak GPU MiB | " + " | ".join(f"time to FID ≤ {t}" for t in FID_THRESHOLDS) +
+             " | best KID ×10³ (at kimg) | final precision | final recall | copy rate pixel / Inception |",
+             "|" + " --- |" * (14 + len(FID_THRESHOLDS))]
     for run in runs:
         records, throughput = run["records"], run["throughput"]
-        best = min(records, key=lambda r: r["fid"])
+        best, best_kid = min(records, key=lambda r: r["fid"]), min(records, key=lambda r: r["kid"])
         final = records[-1]
         times = [time_to_fid(records, t) for t in FID_THRESHOLDS]
+        copies = run.get("copy_rate")
         lines.append(
             f"| {label(run)} | {fmt(run['params'].get('G'), 0)} | {fmt(run['params'].get('D'), 0)} | {fmt(run['kimg'], 2)} "
             f"| {fmt(best['fid'], 2)} ({fmt(best['kimg'], 2)}) | {fmt(final['fid'], 2)} | {fmt(final['kid'], 2, 1e3)} "
             f"| {fmt(throughput['img_per_s'])} | {fmt(throughput['sec_per_kimg'], 2)} "
             f"| {fmt(throughput['peak_gpu_mem_mb'], 0)} | "
-            + " | ".join("not reached" if t is None else f"{t / 60:.1f} min" for t in times) + " |")
-    lines += ["", "![FID against kimg](fid.png)", "", "![KID against kimg](kid.png)", "",
-              "![Real images and samples](samples.png)", "",
-              "Times are training wall-clock (evaluation included) to the first evaluation at or below the "
+            + " | ".join("not reached" if t is None else f"{t / 60:.1f} min" for t in times)
+            + f" | {fmt(best_kid['kid'], 2, 1e3)} ({fmt(best_kid['kimg'], 2)}) | {fmt(final.get('precision'), 3)} "
+              f"| {fmt(final.get('recall'), 3)} | "
+            + (f"{copies['pixel']:.3f} / {copies['inception']:.3f}" if copies else "–") + " |")
+    for name, caption in figures:
+        lines += ["", f"![{caption}]({name})"]
+    lines += ["", "Times are training wall-clock (evaluation included) to the first evaluation at or below the "
               "threshold. img/s and s/kimg are medians over the run's logging windows. With ~300 real images "
-              "FID is biased upwards; KID is unbiased and the better number to compare small runs with.", ""]
+              "FID is biased upwards; KID is unbiased and the better number to compare small runs with. "
+              "Copy rate: eval/memorization.py on the final networks (share of samples closer to a training "
+              "image than 95% of training images are to any other; about 0.05 for new images, 1 for copies).", ""]
     path = os.path.join(out_dir, "report.md")
-    with open(path, "w") as f:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
         f.write("\n".join(lines))
+    os.replace(tmp, path)
     return path
 
 

@@ -171,6 +171,7 @@ def trained_kimg(run_dir: str) -> float:
 
 
 def copy_check_path(run_dir: str) -> str:
+    """Where eval/memorization.py's report goes (and where compare.read_run finds the copy rates)."""
     return os.path.join(run_dir, "memorization", "report.json")
 
 
@@ -256,15 +257,6 @@ def run_study(plan: Plan, out: str, jobs: int, threads: int) -> list[str]:
 # ---------------------------------------------------------------------------
 # The report
 
-def copy_rates(run_dir: str) -> dict | None:
-    path = copy_check_path(run_dir)
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        report = json.load(f)
-    return {"pixel": report["pixel"]["copy_rate"], "inception": report["inception"]["copy_rate"]}
-
-
 def write_study_report(plan: Plan, out: str) -> str | None:
     """DIR/report.md over every variant with evaluations so far (compare.py's report)."""
     runs = []
@@ -272,9 +264,7 @@ def write_study_report(plan: Plan, out: str) -> str | None:
         run_dir = os.path.join(out, variant.name)
         if os.path.isfile(os.path.join(run_dir, "metrics.jsonl")) and os.path.isfile(
                 os.path.join(run_dir, "checkpoints", "last.pt")):
-            run = compare.read_run(run_dir)
-            run["copy_rate"] = copy_rates(run_dir)
-            runs.append(run)
+            runs.append(compare.read_run(run_dir))
     if not runs:
         return None
     title = f"Study: {len(runs)} of {len(plan.variants)} variant(s), budget {plan.kimg:g} kimg"

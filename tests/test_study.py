@@ -1,0 +1,137 @@
+"""benchmarks/study.py: plans, interrupted studies continued by rerunning, locks, the report."""
+
+import fcntl
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import yaml
+
+from plumbing import ROOT, assert_state_close, load_checkpoint, run_script
+
+
+def write_plan(path, variants: dict, kimg: float, every_kimg: float, num_samples: int = 16) -> str:
+    plan = {"kimg": kimg, "eval": {"every_kimg": every_kimg, "num_samples": num_samples},
+            "copy_check_samples": 8, "variants": variants}
+    path.write_text(yaml.safe_dump(plan, sort_keys=False))
+    return str(path)
+
+
+# SAGAN at 16 px is fast enough to give a study hundreds of steps in seconds: room to interrupt it.
+SAGAN = {"script": "sagan", "config": "configs/sagan_tiny.yaml",
+         "set": {"train.checkpoint_every_kimg": 0.256, "train.sample_every_kimg": 1.0, "eval.every_epochs": []}}
+
+
+def test_a_study_stopped_mid_training_and_rerun_equals_an_uninterrupted_one(tmp_path):
+    plan = write_plan(tmp_path / "plan.yaml", {"sagan-a": SAGAN}, kimg=4.096, every_kimg=2.048)
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    run_script("benchmarks/study.py", ["--plan", plan, "--out", str(straight)])
+
+    command = [sys.executable, "benchmarks/study.py", "--plan", plan, "--out", str(stopped)]
+    study = subprocess.Popen(command, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    last = stopped / "sagan-a" / "checkpoints" / "last.pt"
+    try:
+        deadline = time.time() + 300
+        while not (last.exists() and 0 < load_checkpoint(stopped / "sagan-a")["kimg"] < 4.096):
+            assert study.poll() is None, "the study finished before it could be stopped"
+            assert time.time() < deadline
+            time.sleep(0.05)
+    finally:  # the whole process group: the study and the training it started
+        os.killpg(study.pid, signal.SIGKILL)
+        study.wait()
+    stopped_at = load_checkpoint(stopped / "sagan-a")["kimg"]
+    assert not (stopped / "sagan-a" / "memorization" / "report.json").exists()
+
+    result = run_script("benchmarks/study.py", ["--plan", plan, "--out", str(stopped)])
+    assert "sagan-a: finished now" in result.stdout
+    a, b = load_checkpoint(straight / "sagan-a"), load_checkpoint(stopped / "sagan-a")
+    assert a["step"] == b["step"] == 512 and stopped_at < a["kimg"]
+    for name in ("G", "G_ema", "D"):
+        assert_state_close(a[name], b[name], path=name)
+    log = (stopped / "sagan-a" / "train.log").read_text()
+    assert f"resumed from {last}" in log
+
+    # A finished study is left as it is; a lost copy check is redone without training again.
+    mtime = last.stat().st_mtime_ns
+    assert "sagan-a: finished\n" in run_script("benchmarks/study.py", ["--plan", plan, "--out", str(stopped)]).stdout
+    (stopped / "sagan-a" / "memorization" / "report.json").unlink()
+    run_script("benchmarks/study.py", ["--plan", plan, "--out", str(stopped)])
+    assert (stopped / "sagan-a" / "memorization" / "report.json").exists() and last.stat().st_mtime_ns == mtime
+
+
+def test_variants_run_side_by_side_with_bases_and_one_report(tmp_path):
+    variants = {
+        "sg": {"script": "stylegan2", "config": "configs/stylegan2_tiny.yaml", "set": {"train.r1_gamma": 0.5}},
+        "sg-ada": {"base": "sg", "set": {"augment.ada": True, "augment.p": 0.0}},
+    }
+    plan = write_plan(tmp_path / "plan.yaml", variants, kimg=0.032, every_kimg=0.016, num_samples=8)
+    out = tmp_path / "study"
+    result = run_script("benchmarks/study.py", ["--plan", plan, "--out", str(out), "--jobs", "2"])
+    assert sorted(re.findall(r"^(\S+): finished now$", result.stdout, re.M)) == ["sg", "sg-ada"]
+
+    configs = {name: yaml.safe_load((out / name / "config.yaml").read_text()) for name in variants}
+    assert configs["sg"]["train"]["r1_gamma"] == configs["sg-ada"]["train"]["r1_gamma"] == 0.5  # inherited
+    assert (configs["sg"]["augment"]["ada"], configs["sg-ada"]["augment"]["ada"]) == (False, True)
+    for config in configs.values():
+        assert (config["train"]["kimg"], config["eval"]["every_kimg"], config["eval"]["num_samples"]) == (0.032, 0.016, 8)
+    assert "OMP_NUM_THREADS" not in (out / "sg" / "train.log").read_text()  # threads travel in the environment
+
+    report = (out / "report.md").read_text()
+    for figure in ("fid.png", "fid_wallclock.png", "kid.png", "precision.png", "recall.png", "samples.png"):
+        assert f"]({figure})" in report and (out / figure).stat().st_size > 1000
+    rows = {row.split("|")[1].strip(): [c.strip() for c in row.strip("|").split("|")]
+            for row in report.splitlines() if row.startswith("| stylegan2")}
+    assert set(rows) == {"stylegan2 (sg)", "stylegan2 (sg-ada)"}
+    for name in variants:
+        copies = json.loads((out / name / "memorization" / "report.json").read_text())
+        records = [json.loads(line) for line in (out / name / "metrics.jsonl").read_text().splitlines()]
+        assert [r["kimg"] for r in records] == [0.016, 0.032]
+        cells = rows[f"stylegan2 ({name})"]
+        assert cells[-1] == f"{copies['pixel']['copy_rate']:.3f} / {copies['inception']['copy_rate']:.3f}"
+        assert cells[-2] == f"{records[-1]['recall']:.3f}" and cells[-3] == f"{records[-1]['precision']:.3f}"
+        assert cells[5] == f"{records[-1]['fid']:.2f}"
+
+
+def test_a_variant_held_by_another_process_is_left_alone(tmp_path):
+    plan = write_plan(tmp_path / "plan.yaml", {"sagan-a": SAGAN}, kimg=0.064, every_kimg=0.032)
+    out = tmp_path / "study"
+    (out / "sagan-a").mkdir(parents=True)
+    with open(out / "sagan-a" / "study.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        result = run_script("benchmarks/study.py", ["--plan", plan, "--out", str(out)])
+    assert "sagan-a: another process is running it (lock held); left alone" in result.stdout
+    assert not (out / "sagan-a" / "checkpoints").exists()
+    assert "no variant has evaluations yet" in result.stdout
+
+
+def test_plan_mistakes_are_one_line_before_anything_trains(tmp_path):
+    cases = {
+        "script must be one of stylegan2, sagan": {"v": {"script": "singan", "config": "configs/singan.yaml"}},
+        "config file not found: configs/nope.yaml": {"v": {"script": "sagan", "config": "configs/nope.yaml"}},
+        "variant v: train.nosuch: unknown key": {"v": {**SAGAN, "set": {"train.nosuch": 1}}},
+        "variant v: base 'w' is not a variant": {"v": {"base": "w"}},
+        "base chain v -> u -> v loops": {"v": {"base": "u"}, "u": {"base": "v"}},
+    }
+    for expected, variants in cases.items():
+        plan = write_plan(tmp_path / "plan.yaml", variants, kimg=1, every_kimg=1)
+        result = run_script("benchmarks/study.py", ["--plan", plan, "--out", str(tmp_path / "out")], expect_status=2)
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ") and expected in result.stderr, (
+            expected, result.stderr)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_committed_cpu32_plan_holds_the_issue_variants():
+    sys.path.insert(0, ROOT)
+    from benchmarks.study import read_plan
+    plan = read_plan(os.path.join(ROOT, "benchmarks", "plans", "cpu32.yaml"))
+    assert plan.kimg >= 300
+    variants = {v.name: v for v in plan.variants}
+    reference, heuristics = variants["stylegan2-reference"], variants["stylegan2-ada-heuristics"]
+    assert reference.overrides["train.r1_gamma"] == 5
+    assert heuristics.overrides["train.r1_gamma"] == 0.0002 * 32 ** 2 / 16 and heuristics.overrides["train.lr"] == 0.0025
+    assert {"sagan-reference", "sagan-diffaugment"} <= set(variants)
