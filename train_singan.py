@@ -36,6 +36,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -66,7 +67,7 @@ REFERENCE_LOG_NAMES = {"D": "Loss/D/total", "D_r": "Loss/D/real", "D_f": "Loss/D
 class SinGANData(DataConfig):
     path: str = "builtin:particles"  # one image; a folder or .zip: its first image; builtin:particles[?seed=S]: one frame
     resolution: int = 0              # unused: SinGAN keeps the image's aspect ratio (see max_size); must stay 0
-    channels: int = 1                # 1 = grayscale, 3 = RGB
+    channels: int | Literal["auto"] = "auto"  # auto: the image's own (1 for a grayscale file, 3 otherwise); 1 or 3
     hflip: bool = False              # unused: the image is learned as it is; must stay false
     vflip: bool = False              # unused; must stay false
     max_size: int = 250              # long side of the finest scale (larger images shrink; builtin frame size)
@@ -76,7 +77,7 @@ class SinGANData(DataConfig):
     def validate(self):
         check(self.resolution == 0, "data.resolution", "0 for SinGAN (the image keeps its shape; set data.max_size)")
         check(not self.hflip and not self.vflip, "data.hflip/vflip", "false for SinGAN (no augmentation)")
-        check(self.channels in (1, 3), "data.channels", "1 or 3")
+        check(self.channels in (1, 3, "auto"), "data.channels", "1, 3 or auto")
         check(self.min_size >= 4, "data.min_size", "an integer >= 4")
         check(self.max_size >= self.min_size, "data.max_size", f"an integer >= data.min_size ({self.min_size})")
         check(0.1 <= self.scale_factor < 1, "data.scale_factor", "a number in [0.1, 1)")
@@ -212,6 +213,15 @@ def state_digest(*modules: torch.nn.Module) -> str:
 # ---------------------------------------------------------------------------
 # Training
 
+def gradient_penalty(D: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """WGAN-GP of each sample, [B]: (|grad D| - 1)^2 at alpha * real + (1 - alpha) * fake, the norm
+    taken over channels at each pixel and averaged over pixels (the reference's form, which its
+    lambda fits). D's per-sample BatchNorm keeps one sample's penalty independent of the others."""
+    mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    grad, = torch.autograd.grad(D(mixed).sum(), mixed, create_graph=True)
+    return (grad.norm(2, dim=1) - 1).pow(2).flatten(1).mean(1)
+
+
 class SinGANTrainer:
     name = "singan"
 
@@ -328,14 +338,9 @@ class SinGANTrainer:
         scaler.update()
 
     def gradient_penalty(self, real: torch.Tensor, fake: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        """WGAN-GP in fp32: (|grad D| - 1)^2 at points between real and fake, the norm taken over
-        channels at each pixel and averaged over pixels (the reference's form, which its lambda fits)."""
         alpha = torch.rand((len(real), 1, 1, 1), generator=g, device=self.device)
-        mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
         with torch.autocast(self.device.type, enabled=False):
-            scores = self.D(mixed)
-        grad, = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
-        return self.config.train.gp_weight * (grad.norm(2, dim=1) - 1).pow(2).mean()
+            return self.config.train.gp_weight * gradient_penalty(self.D, real, fake, alpha).mean()
 
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
         t, n, acc = self.config.train, self.scale, self.accelerator
@@ -584,10 +589,21 @@ class SinGANTrainer:
             self.final_outputs()
 
 
+def load_training_image(config: SinGANConfig) -> tuple[torch.Tensor, str]:
+    """The image as uint8 [C, H, W] with `config.data.channels` resolved to C; a line saying which was used."""
+    d = config.data
+    image = load_image_full(d.path, None if d.channels == "auto" else d.channels, d.max_size)
+    how = "set by data.channels" if d.channels != "auto" else \
+        "data.channels=auto: " + ("a grayscale image" if len(image) == 1 else "a colour image")
+    d.channels = len(image)
+    return image, f"image {d.path}: {image.shape[1]}x{image.shape[2]}, {d.channels} channel(s) ({how})"
+
+
 def main() -> None:
     config, accelerator, run, resume_path = start(SinGANConfig, __doc__)
     with user_errors():
-        image = load_image_full(config.data.path, config.data.channels, config.data.max_size)
+        image, description = load_training_image(config)
+    accelerator.print(description)
     trainer = SinGANTrainer(config, accelerator, run, image)
     trainer.train(resume_path)
     finish(Context(config, accelerator, run, None, resume_path))
