@@ -144,14 +144,14 @@ class SinGANEval(EvalConfig):
     num_samples: int = 50      # random samples scored by SIFID at every scale's end
     batch_size: int = 16       # samples per generator / Inception call
     sifid: bool = True         # SIFID (needs the Inception weights: python eval/inception_weights.py)
-    sifid_block: int = 1       # Inception block: 1 = 192-d; 0 = 64-d, as the SinGAN authors' SIFID code
+    sifid_features: Literal["block1", "authors"] = "block1"  # block1: pytorch-fid's block 1 (192-d); authors:
+                               # the SinGAN authors' code (64-d, torchvision's ImageNet weights); see eval/sifid.py
     size_factors: list[str] = field(default_factory=lambda: ["1x2", "2x1"])  # final extra grids: HxW x training size
 
     def validate(self):
         check(self.every_kimg == 0, "eval.every_kimg", "0: SinGAN evaluates at the end of every scale")
         check(self.num_samples >= 1, "eval.num_samples", "a positive integer")
         check(self.batch_size >= 1, "eval.batch_size", "a positive integer")
-        check(self.sifid_block in (0, 1), "eval.sifid_block", "0 (64-d features) or 1 (192-d)")
         for text in self.size_factors:
             check(parse_factors(text) is not None, "eval.size_factors",
                   f"entries like 1x2 (height x width multiples of the training size), got {text!r}")
@@ -244,7 +244,15 @@ class SinGANTrainer:
         self.sifid_features = None  # the Inception network, built at the first evaluation
 
     def _inception_available(self) -> bool:
-        from eval.inception_weights import weights_present
+        from eval.inception_weights import WeightsError, weights_present
+        if self.config.eval.sifid_features == "authors":
+            from eval.sifid import AuthorsFeatures
+            try:
+                AuthorsFeatures.imagenet_weights()  # torchvision downloads them when it can
+                return True
+            except WeightsError as error:
+                self.accelerator.print(f"warning: SIFID skipped: {error}")
+                return False
         if weights_present():
             return True
         self.accelerator.print("warning: Inception weights missing, SIFID skipped "
@@ -437,11 +445,11 @@ class SinGANTrainer:
             from eval.sifid import SIFID, ImageTooSmall
             try:
                 metric = SIFID(self.reals_uint8[n], self.device, features=self.sifid_features,
-                               batch_size=self.config.eval.batch_size, block=self.config.eval.sifid_block)
+                               batch_size=self.config.eval.batch_size, layer=self.config.eval.sifid_features)
                 self.sifid_features = metric.features
                 record |= metric.evaluate(fakes[:self.config.eval.num_samples])
             except ImageTooSmall:
-                pass  # coarse scales (under 35 px for block 1) have one position or none
+                pass  # coarse scales (under 35 px for block1) have one position or none
         run.log_metrics(record, kimg)
         run.save_samples(fakes[:SAMPLE_GRID], kimg, name="random")
         run.save_samples(torch.stack([self.reals_uint8[n], reconstruction]), kimg, name="reconstruction")

@@ -11,8 +11,9 @@ from PIL import Image
 
 from plumbing import assert_state_close, load_checkpoint, run_script
 
+from eval.inception_weights import WeightsError
 from eval.psnr_ssim import gaussian_window, psnr, ssim
-from eval.sifid import SIFID, ImageTooSmall, InceptionFeatures
+from eval.sifid import SIFID, AuthorsFeatures, ImageTooSmall, InceptionFeatures
 from nets.singan import (PatchDiscriminator, PerSampleBatchNorm2d, build_scale, generators_from_checkpoint, init_weights,
                          output_sizes, pyramid_sizes, sampler_from_checkpoint, synthesize)
 from train_singan import SinGANConfig, gradient_penalty, load_training_image
@@ -190,8 +191,54 @@ def test_sifid_math():
     # Inception's map sizes (checked against the network): block 1 needs 27 px and gives 28x28 at 250 px.
     sizes = {s: InceptionFeatures.feature_size(s, s) for s in (26, 27, 37, 48, 64, 250)}
     assert sizes == {26: (0, 0), 27: (1, 1), 37: (2, 2), 48: (3, 3), 64: (5, 5), 250: (28, 28)}
-    sizes = {s: InceptionFeatures.feature_size(s, s, block=0) for s in (10, 11, 15, 64, 250)}
-    assert sizes == {10: (0, 0), 11: (1, 1), 15: (2, 2), 64: (14, 14), 250: (60, 60)}
+    sizes = {s: AuthorsFeatures.feature_size(s, s) for s in (6, 7, 9, 64, 250)}
+    assert sizes == {6: (0, 0), 7: (1, 1), 9: (2, 2), 64: (29, 29), 250: (122, 122)}
+
+
+def _authors_sifid(real: np.ndarray, fake: np.ndarray, layers) -> float:
+    """The SinGAN authors' SIFID written out as their released code does it: float images / 255 -> 2x - 1
+    -> the layers -> every position a 64-d sample -> mean, np.cov -> Fréchet distance with scipy's sqrtm."""
+    from scipy import linalg
+
+    def statistics(image):
+        batch = torch.from_numpy(image[None].astype(np.float32).transpose(0, 3, 1, 2) / 255)
+        with torch.no_grad():
+            prediction = layers(2 * batch - 1)
+        act = prediction.numpy().transpose(0, 2, 3, 1).reshape(prediction.shape[2] * prediction.shape[3], -1)
+        return np.mean(act, axis=0), np.cov(act, rowvar=False)
+
+    (mu1, sigma1), (mu2, sigma2) = statistics(real), statistics(fake)
+    covmean = linalg.sqrtm(sigma1.dot(sigma2)).real
+    diff = mu1 - mu2
+    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def test_authors_sifid_against_their_formula(tmp_path, monkeypatch):
+    """A worked example with torchvision's InceptionV3 architecture at fixed random weights (torchvision's
+    ImageNet weights cannot be fetched here): the `authors` layer and formula against the reference recipe."""
+    import torchvision
+    torch.manual_seed(0)
+    network = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False).eval()
+    features = AuthorsFeatures("cpu", state_dict=network.state_dict())
+    layers = torch.nn.Sequential(network.Conv2d_1a_3x3, network.Conv2d_2a_3x3, network.Conv2d_2b_3x3)
+    g = torch.Generator().manual_seed(4)
+    real = torch.randint(0, 256, (3, 40, 46), generator=g, dtype=torch.uint8)
+    fakes = [real, real.roll(7, dims=2), (real.float() * 0.7 + 30).to(torch.uint8),
+             torch.randint(0, 256, (3, 40, 46), generator=g, dtype=torch.uint8)]
+    ours = SIFID(real, features=features).scores(torch.stack(fakes))
+    expected = [_authors_sifid(real.permute(1, 2, 0).numpy(), fake.permute(1, 2, 0).numpy(), layers)
+                for fake in fakes]
+    assert features(real[None]).shape == (1, 64, 17, 20)  # 17x20 = 340 positions of 64-d features
+    assert abs(ours[0]) < 1e-6 and min(ours[1:]) > 1e-3  # the real image itself; a shift, a contrast change, noise
+    np.testing.assert_allclose(ours[1:], expected[1:], rtol=1e-4)
+    # Without the ImageNet weights and no way to download them: one line saying where they go.
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(WeightsError, match=r"torchvision's ImageNet InceptionV3 weights at .*inception_v3_google"):
+        AuthorsFeatures("cpu")
 
 
 # ---------------------------------------------------------------------------
