@@ -6,20 +6,25 @@
     torchrun --nproc_per_node 2 train_singan.py --config configs/singan_tiny.yaml train.batch_size=2
 
 The image (`data.path`: one file; a folder or .zip gives its first image;
-`builtin:particles` one rendered frame) is shrunk to `data.max_size` on its
-long side and rescaled by about `data.scale_factor` per scale down to
-`data.min_size` on its short side. Each scale, coarsest first, trains
-`train.steps_per_scale` iterations of `train.d_steps` WGAN-GP critic steps and
-`train.g_steps` generator steps (adversarial + `train.recon_weight` x the
-reconstruction of the real image from a fixed noise map at the coarsest scale
-and none above it), then freezes. Noise at scale n has the standard deviation
-`train.noise_weight` x the RMSE between the real image and the up-sampled
-reconstruction from scale n-1 (1 at the coarsest scale).
+`builtin:particles` one rendered frame) keeps its own channels (`data.channels:
+auto`: 1 for a grayscale file, 3 otherwise; the log says which), is shrunk to
+`data.max_size` on its long side and rescaled by about `data.scale_factor` per
+scale down to `data.min_size` on its short side, in as many scales as the
+reference implementation makes (11 for a 250 px image at the defaults). Each
+scale, coarsest first, trains `train.steps_per_scale` iterations of
+`train.d_steps` WGAN-GP critic steps and `train.g_steps` generator steps
+(adversarial + `train.recon_weight` x the reconstruction of the real image from
+a fixed noise map at the coarsest scale and none above it), then freezes.
+Noise at scale n has the standard deviation `train.noise_weight` x the RMSE
+between the real image and the up-sampled reconstruction from scale n-1 (1 at
+the coarsest scale).
 
 `train.batch_size` is the number of noise maps per step over all processes
 (the reference uses 1); each process draws its own `batch_size / processes`
 maps and the gradients are averaged, so several processes act as one larger
-batch. The reconstruction term is the same on every process.
+batch. D normalizes each map on its own, so several maps per process keep each
+one's gradient penalty independent of the others. The reconstruction term is
+the same on every process.
 
 At the end of every scale: reconstruction PSNR/SSIM and SIFID over
 `eval.num_samples` samples go to metrics.jsonl and TensorBoard, sample and
@@ -241,7 +246,7 @@ class SinGANTrainer:
         self.wallclock_before = 0.0  # seconds trained before a resume
         self.started = time.perf_counter()
         self.sifid_ready = config.eval.sifid and self._inception_available()
-        self.sifid_features = None  # the Inception network, built at the first evaluation
+        self.sifid_network = None  # the feature extractor, built at the first evaluation
 
     def _inception_available(self) -> bool:
         from eval.inception_weights import WeightsError, weights_present
@@ -346,6 +351,7 @@ class SinGANTrainer:
         scaler.update()
 
     def gradient_penalty(self, real: torch.Tensor, fake: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """gp_weight x the mean of this process's per-sample penalties, in fp32."""
         alpha = torch.rand((len(real), 1, 1, 1), generator=g, device=self.device)
         with torch.autocast(self.device.type, enabled=False):
             return self.config.train.gp_weight * gradient_penalty(self.D, real, fake, alpha).mean()
@@ -444,9 +450,9 @@ class SinGANTrainer:
         if self.sifid_ready:
             from eval.sifid import SIFID, ImageTooSmall
             try:
-                metric = SIFID(self.reals_uint8[n], self.device, features=self.sifid_features,
+                metric = SIFID(self.reals_uint8[n], self.device, features=self.sifid_network,
                                batch_size=self.config.eval.batch_size, layer=self.config.eval.sifid_features)
-                self.sifid_features = metric.features
+                self.sifid_network = metric.features
                 record |= metric.evaluate(fakes[:self.config.eval.num_samples])
             except ImageTooSmall:
                 pass  # coarse scales (under 35 px for block1) have one position or none
