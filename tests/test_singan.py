@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from plumbing import assert_state_close, load_checkpoint, run_script
+from plumbing import ROOT, assert_state_close, load_checkpoint, run_script
 
 from eval.inception_weights import WeightsError
 from eval.psnr_ssim import gaussian_window, psnr, ssim
@@ -70,7 +70,7 @@ def test_channels_auto_and_reference_parameter_counts(tmp_path):
     Image.fromarray((np.arange(40 * 56, dtype=np.uint16) * 20).reshape(40, 56)).save(gray16)
 
     def resolved(*overrides):
-        config = build_config(SinGANConfig, "configs/singan.yaml", list(overrides))
+        config = build_config(SinGANConfig, os.path.join(ROOT, "configs", "singan.yaml"), list(overrides))
         assert config.data.channels == "auto" or "data.channels=3" in overrides
         image, line = load_training_image(config)
         assert len(image) == config.data.channels
