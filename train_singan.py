@@ -6,20 +6,25 @@
     torchrun --nproc_per_node 2 train_singan.py --config configs/singan_tiny.yaml train.batch_size=2
 
 The image (`data.path`: one file; a folder or .zip gives its first image;
-`builtin:particles` one rendered frame) is shrunk to `data.max_size` on its
-long side and rescaled by about `data.scale_factor` per scale down to
-`data.min_size` on its short side. Each scale, coarsest first, trains
-`train.steps_per_scale` iterations of `train.d_steps` WGAN-GP critic steps and
-`train.g_steps` generator steps (adversarial + `train.recon_weight` x the
-reconstruction of the real image from a fixed noise map at the coarsest scale
-and none above it), then freezes. Noise at scale n has the standard deviation
-`train.noise_weight` x the RMSE between the real image and the up-sampled
-reconstruction from scale n-1 (1 at the coarsest scale).
+`builtin:particles` one rendered frame) keeps its own channels (`data.channels:
+auto`: 1 for a grayscale file, 3 otherwise; the log says which), is shrunk to
+`data.max_size` on its long side and rescaled by about `data.scale_factor` per
+scale down to `data.min_size` on its short side, in as many scales as the
+reference implementation makes (11 for a 250 px image at the defaults). Each
+scale, coarsest first, trains `train.steps_per_scale` iterations of
+`train.d_steps` WGAN-GP critic steps and `train.g_steps` generator steps
+(adversarial + `train.recon_weight` x the reconstruction of the real image from
+a fixed noise map at the coarsest scale and none above it), then freezes.
+Noise at scale n has the standard deviation `train.noise_weight` x the RMSE
+between the real image and the up-sampled reconstruction from scale n-1 (1 at
+the coarsest scale).
 
 `train.batch_size` is the number of noise maps per step over all processes
 (the reference uses 1); each process draws its own `batch_size / processes`
 maps and the gradients are averaged, so several processes act as one larger
-batch. The reconstruction term is the same on every process.
+batch. D normalizes each map on its own, so several maps per process keep each
+one's gradient penalty independent of the others. The reconstruction term is
+the same on every process.
 
 At the end of every scale: reconstruction PSNR/SSIM and SIFID over
 `eval.num_samples` samples go to metrics.jsonl and TensorBoard, sample and
@@ -36,6 +41,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -66,7 +72,7 @@ REFERENCE_LOG_NAMES = {"D": "Loss/D/total", "D_r": "Loss/D/real", "D_f": "Loss/D
 class SinGANData(DataConfig):
     path: str = "builtin:particles"  # one image; a folder or .zip: its first image; builtin:particles[?seed=S]: one frame
     resolution: int = 0              # unused: SinGAN keeps the image's aspect ratio (see max_size); must stay 0
-    channels: int = 1                # 1 = grayscale, 3 = RGB
+    channels: int | Literal["auto"] = "auto"  # auto: the image's own (1 for a grayscale file, 3 otherwise); 1 or 3
     hflip: bool = False              # unused: the image is learned as it is; must stay false
     vflip: bool = False              # unused; must stay false
     max_size: int = 250              # long side of the finest scale (larger images shrink; builtin frame size)
@@ -76,7 +82,7 @@ class SinGANData(DataConfig):
     def validate(self):
         check(self.resolution == 0, "data.resolution", "0 for SinGAN (the image keeps its shape; set data.max_size)")
         check(not self.hflip and not self.vflip, "data.hflip/vflip", "false for SinGAN (no augmentation)")
-        check(self.channels in (1, 3), "data.channels", "1 or 3")
+        check(self.channels in (1, 3, "auto"), "data.channels", "1, 3 or auto")
         check(self.min_size >= 4, "data.min_size", "an integer >= 4")
         check(self.max_size >= self.min_size, "data.max_size", f"an integer >= data.min_size ({self.min_size})")
         check(0.1 <= self.scale_factor < 1, "data.scale_factor", "a number in [0.1, 1)")
@@ -143,14 +149,14 @@ class SinGANEval(EvalConfig):
     num_samples: int = 50      # random samples scored by SIFID at every scale's end
     batch_size: int = 16       # samples per generator / Inception call
     sifid: bool = True         # SIFID (needs the Inception weights: python eval/inception_weights.py)
-    sifid_block: int = 1       # Inception block: 1 = 192-d; 0 = 64-d, as the SinGAN authors' SIFID code
+    sifid_features: Literal["block1", "authors"] = "block1"  # block1: pytorch-fid's block 1 (192-d); authors:
+                               # the SinGAN authors' code (64-d, torchvision's ImageNet weights); see eval/sifid.py
     size_factors: list[str] = field(default_factory=lambda: ["1x2", "2x1"])  # final extra grids: HxW x training size
 
     def validate(self):
         check(self.every_kimg == 0, "eval.every_kimg", "0: SinGAN evaluates at the end of every scale")
         check(self.num_samples >= 1, "eval.num_samples", "a positive integer")
         check(self.batch_size >= 1, "eval.batch_size", "a positive integer")
-        check(self.sifid_block in (0, 1), "eval.sifid_block", "0 (64-d features) or 1 (192-d)")
         for text in self.size_factors:
             check(parse_factors(text) is not None, "eval.size_factors",
                   f"entries like 1x2 (height x width multiples of the training size), got {text!r}")
@@ -212,6 +218,15 @@ def state_digest(*modules: torch.nn.Module) -> str:
 # ---------------------------------------------------------------------------
 # Training
 
+def gradient_penalty(D: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """WGAN-GP of each sample, [B]: (|grad D| - 1)^2 at alpha * real + (1 - alpha) * fake, the norm
+    taken over channels at each pixel and averaged over pixels (the reference's form, which its
+    lambda fits). D's per-sample BatchNorm keeps one sample's penalty independent of the others."""
+    mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    grad, = torch.autograd.grad(D(mixed).sum(), mixed, create_graph=True)
+    return (grad.norm(2, dim=1) - 1).pow(2).flatten(1).mean(1)
+
+
 class SinGANTrainer:
     name = "singan"
 
@@ -231,10 +246,18 @@ class SinGANTrainer:
         self.wallclock_before = 0.0  # seconds trained before a resume
         self.started = time.perf_counter()
         self.sifid_ready = config.eval.sifid and self._inception_available()
-        self.sifid_features = None  # the Inception network, built at the first evaluation
+        self.sifid_network = None  # the feature extractor, built at the first evaluation
 
     def _inception_available(self) -> bool:
-        from eval.inception_weights import weights_present
+        from eval.inception_weights import WeightsError, weights_present
+        if self.config.eval.sifid_features == "authors":
+            from eval.sifid import AuthorsFeatures
+            try:
+                AuthorsFeatures.imagenet_weights()  # torchvision downloads them when it can
+                return True
+            except WeightsError as error:
+                self.accelerator.print(f"warning: SIFID skipped: {error}")
+                return False
         if weights_present():
             return True
         self.accelerator.print("warning: Inception weights missing, SIFID skipped "
@@ -328,14 +351,10 @@ class SinGANTrainer:
         scaler.update()
 
     def gradient_penalty(self, real: torch.Tensor, fake: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        """WGAN-GP in fp32: (|grad D| - 1)^2 at points between real and fake, the norm taken over
-        channels at each pixel and averaged over pixels (the reference's form, which its lambda fits)."""
+        """gp_weight x the mean of this process's per-sample penalties, in fp32."""
         alpha = torch.rand((len(real), 1, 1, 1), generator=g, device=self.device)
-        mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
         with torch.autocast(self.device.type, enabled=False):
-            scores = self.D(mixed)
-        grad, = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
-        return self.config.train.gp_weight * (grad.norm(2, dim=1) - 1).pow(2).mean()
+            return self.config.train.gp_weight * gradient_penalty(self.D, real, fake, alpha).mean()
 
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
         t, n, acc = self.config.train, self.scale, self.accelerator
@@ -431,12 +450,12 @@ class SinGANTrainer:
         if self.sifid_ready:
             from eval.sifid import SIFID, ImageTooSmall
             try:
-                metric = SIFID(self.reals_uint8[n], self.device, features=self.sifid_features,
-                               batch_size=self.config.eval.batch_size, block=self.config.eval.sifid_block)
-                self.sifid_features = metric.features
+                metric = SIFID(self.reals_uint8[n], self.device, features=self.sifid_network,
+                               batch_size=self.config.eval.batch_size, layer=self.config.eval.sifid_features)
+                self.sifid_network = metric.features
                 record |= metric.evaluate(fakes[:self.config.eval.num_samples])
             except ImageTooSmall:
-                pass  # coarse scales (under 35 px for block 1) have one position or none
+                pass  # coarse scales (under 35 px for block1) have one position or none
         run.log_metrics(record, kimg)
         run.save_samples(fakes[:SAMPLE_GRID], kimg, name="random")
         run.save_samples(torch.stack([self.reals_uint8[n], reconstruction]), kimg, name="reconstruction")
@@ -584,10 +603,21 @@ class SinGANTrainer:
             self.final_outputs()
 
 
+def load_training_image(config: SinGANConfig) -> tuple[torch.Tensor, str]:
+    """The image as uint8 [C, H, W] with `config.data.channels` resolved to C; a line saying which was used."""
+    d = config.data
+    image = load_image_full(d.path, None if d.channels == "auto" else d.channels, d.max_size)
+    how = "set by data.channels" if d.channels != "auto" else \
+        "data.channels=auto: " + ("a grayscale image" if len(image) == 1 else "a colour image")
+    d.channels = len(image)
+    return image, f"image {d.path}: {image.shape[1]}x{image.shape[2]}, {d.channels} channel(s) ({how})"
+
+
 def main() -> None:
     config, accelerator, run, resume_path = start(SinGANConfig, __doc__)
     with user_errors():
-        image = load_image_full(config.data.path, config.data.channels, config.data.max_size)
+        image, description = load_training_image(config)
+    accelerator.print(description)
     trainer = SinGANTrainer(config, accelerator, run, image)
     trainer.train(resume_path)
     finish(Context(config, accelerator, run, None, resume_path))

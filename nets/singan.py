@@ -38,20 +38,29 @@ def fit_to_max_size(height: int, width: int, max_size: int) -> Size:
 
 
 def pyramid_sizes(height: int, width: int, max_size: int, min_size: int, scale_factor: float) -> list[Size]:
-    """(H, W) of every scale, coarsest first.
+    """(H, W) of every scale, coarsest first, by the reference implementation's rule.
 
-    The finest scale is the image fitted to `max_size`. The number of scales is
-    the fewest steps of `scale_factor` that bring the short side down to
-    `min_size`; the factor is then adjusted so the coarsest short side is
-    exactly `min_size` (as the reference implementation does).
+    The finest scale is the image fitted to `max_size`. The reference counts
+    ceil(log(min_size / short side) / log(scale_factor)) + 1 factor steps from
+    the image as given, less the ceil(log(fitted long side / long side) /
+    log(scale_factor)) steps that fitting it to `max_size` takes, so a 250 px
+    image gets 10 steps (11 scales) at the defaults. The factor is then adjusted
+    so the coarsest short side is exactly `min_size`. Sizes are rounded (the
+    reference rounds up, which float error can push to min_size + 1).
     """
-    height, width = fit_to_max_size(height, width, max_size)
-    short = min(height, width)
+    fitted_height, fitted_width = fit_to_max_size(height, width, max_size)
+    short = min(fitted_height, fitted_width)
     if short <= min_size:
-        return [(height, width)]
-    steps = math.ceil(math.log(min_size / short) / math.log(scale_factor) - 1e-9)
+        return [(fitted_height, fitted_width)]
+
+    def factor_steps(ratio):  # ceil(log_r(ratio)); the tolerance keeps exact powers of r from rounding up
+        return math.ceil(math.log(ratio) / math.log(scale_factor) - 1e-9)
+
+    long = max(height, width)
+    steps = factor_steps(min_size / min(height, width)) + 1 - factor_steps(min(max_size, long) / long)
+    steps = max(1, steps)
     factor = (min_size / short) ** (1 / steps)
-    return [(max(1, round(height * factor ** (steps - k))), max(1, round(width * factor ** (steps - k))))
+    return [(max(1, round(fitted_height * factor ** (steps - k))), max(1, round(fitted_width * factor ** (steps - k))))
             for k in range(steps + 1)]
 
 
@@ -93,12 +102,30 @@ def parse_size(text: str) -> Size:
 # ---------------------------------------------------------------------------
 # Layers and networks
 
-class ConvBlock(nn.Sequential):
-    """3x3 convolution ('same' zero padding), BatchNorm, LeakyReLU(0.2)."""
+class PerSampleBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics are each sample's own (per channel, over its pixels).
 
-    def __init__(self, in_channels: int, out_channels: int):
+    The reference trains on one image at a time, where BatchNorm's statistics are
+    that image's. With several images per process, plain BatchNorm would pool
+    them, so D's score of one image (and its gradient penalty) would depend on
+    the others; here every image gets what it would get alone. One image takes
+    BatchNorm2d's own path; eval mode uses the running statistics as usual.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or len(x) == 1:
+            return super().forward(x)
+        self.num_batches_tracked.add_(1)
+        return F.instance_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                               use_input_stats=True, momentum=self.momentum, eps=self.eps)
+
+
+class ConvBlock(nn.Sequential):
+    """3x3 convolution ('same' zero padding), BatchNorm (`norm`), LeakyReLU(0.2)."""
+
+    def __init__(self, in_channels: int, out_channels: int, norm: type[nn.BatchNorm2d] = nn.BatchNorm2d):
         super().__init__(nn.Conv2d(in_channels, out_channels, 3, padding=1),
-                         nn.BatchNorm2d(out_channels),
+                         norm(out_channels),
                          nn.LeakyReLU(0.2))
 
 
@@ -113,9 +140,9 @@ def init_weights(module: nn.Module, g: torch.Generator) -> None:
             m.bias.data.zero_()
 
 
-def conv_blocks(channels: int, width: int, count: int) -> nn.Sequential:
+def conv_blocks(channels: int, width: int, count: int, norm: type[nn.BatchNorm2d] = nn.BatchNorm2d) -> nn.Sequential:
     """The hidden stack G and D share: `count` ConvBlocks, channels -> width -> ... -> width."""
-    return nn.Sequential(ConvBlock(channels, width), *[ConvBlock(width, width) for _ in range(count - 1)])
+    return nn.Sequential(ConvBlock(channels, width, norm), *[ConvBlock(width, width, norm) for _ in range(count - 1)])
 
 
 class ScaleGenerator(nn.Module):
@@ -139,6 +166,10 @@ class ScaleGenerator(nn.Module):
 class PatchDiscriminator(nn.Module):
     """One scale's critic: a score map, one WGAN score per 11x11 patch (with 5 layers).
 
+    Its BatchNorm keeps every image's statistics apart (PerSampleBatchNorm2d), so
+    with several images per process each score, and each image's gradient
+    penalty, is what that image alone would give, as in the reference's batch of 1.
+
     Args:
         channels: image channels
         width:    feature channels of every hidden layer
@@ -147,7 +178,7 @@ class PatchDiscriminator(nn.Module):
 
     def __init__(self, channels: int, width: int, layers: int = 5):
         super().__init__()
-        self.features = conv_blocks(channels, width, layers - 1)
+        self.features = conv_blocks(channels, width, layers - 1, norm=PerSampleBatchNorm2d)
         self.to_score = nn.Conv2d(width, 1, 3, padding=1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

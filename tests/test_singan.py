@@ -9,11 +9,15 @@ import pytest
 import torch
 from PIL import Image
 
-from plumbing import assert_state_close, load_checkpoint, run_script
+from plumbing import ROOT, assert_state_close, load_checkpoint, run_script
 
+from eval.inception_weights import WeightsError
 from eval.psnr_ssim import gaussian_window, psnr, ssim
-from eval.sifid import SIFID, ImageTooSmall, InceptionFeatures
-from nets.singan import generators_from_checkpoint, output_sizes, pyramid_sizes, sampler_from_checkpoint, synthesize
+from eval.sifid import SIFID, AuthorsFeatures, ImageTooSmall, InceptionFeatures
+from nets.singan import (PatchDiscriminator, PerSampleBatchNorm2d, build_scale, generators_from_checkpoint, init_weights,
+                         output_sizes, pyramid_sizes, sampler_from_checkpoint, synthesize)
+from train_singan import SinGANConfig, gradient_penalty, load_training_image
+from training.config import build_config, to_dict
 from training.images import to_uint8
 
 SCRIPT = "train_singan.py"
@@ -23,13 +27,29 @@ TINY = ["--config", "configs/singan_tiny.yaml"]  # 48 px frame, 3 scales (28, 37
 # ---------------------------------------------------------------------------
 # Pyramid geometry
 
+def reference_scale_count(height, width, max_size, min_size, r):
+    """The reference implementation's count (adjust_scales2image): stop_scale + 1 scales, where
+    stop_scale = ceil(log_r(min_size / short side)) + 1 - ceil(log_r(min(max_size, long side) / long side))."""
+    short, long = min(height, width), max(height, width)
+    num_scales = math.ceil(math.log(min_size / short) / math.log(r)) + 1
+    scale2stop = math.ceil(math.log(min(max_size, long) / long) / math.log(r))
+    return num_scales - scale2stop + 1
+
+
 def test_pyramid_sizes():
-    # The reference's rule: ceil(log(min/short) / log(r)) steps, r adjusted to land on min_size exactly.
-    assert pyramid_sizes(48, 48, 48, 28, 0.75) == [(28, 28), (37, 37), (48, 48)]  # r = (28/48)^(1/2) = 0.764
-    sizes = pyramid_sizes(250, 250, 250, 25, 0.75)
-    assert len(sizes) == 10 and sizes[0] == (25, 25) and sizes[-1] == (250, 250)  # log(0.1)/log(0.75) = 8.004
-    ratios = [b[0] / a[0] for a, b in zip(sizes, sizes[1:])]
-    assert all(abs(r - 10 ** (1 / 9)) < 0.03 for r in ratios)
+    # The reference's rule: ceil(log(min/short) / log(r)) + 1 steps, r adjusted to land on min_size exactly.
+    sizes = pyramid_sizes(250, 250, 250, 25, 0.75)  # log(0.1) / log(0.75) = 8.004: 10 steps, 11 scales
+    assert len(sizes) == 11 and sizes[0] == (25, 25) and sizes[-1] == (250, 250)
+    assert sizes == [(round(250 * 0.1 ** ((10 - k) / 10)),) * 2 for k in range(11)]  # factor 0.1^(1/10) = 0.794
+    # The documented setting, 16 -> 200 px in 11 scales, from max_size and min_size alone.
+    sizes = pyramid_sizes(200, 200, 200, 16, 0.75)
+    assert len(sizes) == 11 and sizes[0] == (16, 16) and sizes[-1] == (200, 200)
+    for height, width, max_size, min_size in [(250, 250, 250, 25), (200, 200, 200, 16), (48, 48, 48, 28),
+                                              (32, 32, 250, 25), (64, 64, 64, 20), (375, 500, 250, 25),
+                                              (1000, 750, 250, 25), (600, 257, 250, 25), (90, 300, 128, 20)]:
+        assert len(pyramid_sizes(height, width, max_size, min_size, 0.75)) == \
+            reference_scale_count(height, width, max_size, min_size, 0.75), (height, width)
+    assert pyramid_sizes(48, 48, 48, 28, 0.55) == [(28, 28), (37, 37), (48, 48)]  # the tiny config
     # Non-square: the long side is fitted to max_size, the short side ends at min_size, aspect kept.
     sizes = pyramid_sizes(375, 500, 250, 25, 0.75)
     assert sizes[-1] == (188, 250) and min(sizes[0]) == 25 and len(sizes) == 9
@@ -38,6 +58,62 @@ def test_pyramid_sizes():
     assert pyramid_sizes(20, 30, 250, 25, 0.75) == [(20, 30)]  # already below min_size: one scale
     # Other output sizes stretch every scale by the same factors and end exactly at the request.
     assert output_sizes([(28, 28), (37, 37), (48, 48)], (48, 96)) == [(28, 56), (37, 74), (48, 96)]
+
+
+# ---------------------------------------------------------------------------
+# Channels: the image's own by default; the reference's parameter counts
+
+def test_channels_auto_and_reference_parameter_counts(tmp_path):
+    rgb, gray, gray16 = tmp_path / "rgb.png", tmp_path / "gray.png", tmp_path / "gray16.png"
+    _write_colour_image(rgb)
+    Image.fromarray(np.arange(40 * 56, dtype=np.uint8).reshape(40, 56)).save(gray)
+    Image.fromarray((np.arange(40 * 56, dtype=np.uint16) * 20).reshape(40, 56)).save(gray16)
+
+    def resolved(*overrides):
+        config = build_config(SinGANConfig, os.path.join(ROOT, "configs", "singan.yaml"), list(overrides))
+        assert config.data.channels == "auto" or "data.channels=3" in overrides
+        image, line = load_training_image(config)
+        assert len(image) == config.data.channels
+        return config, line
+
+    config, line = resolved(f"data.path={rgb}")
+    assert config.data.channels == 3 and "3 channel(s) (data.channels=auto: a colour image)" in line
+    # The reference's scale-0 networks on an RGB image (its MultiVanilla log): G 29,763 and D 29,185 parameters.
+    counts = [sum(p.numel() for p in build_scale(kind, to_dict(config), 0, config.data.channels).parameters())
+              for kind in ("G", "D")]
+    assert counts == [29763, 29185]
+    for path in (gray, gray16, "builtin:particles"):
+        config, line = resolved(f"data.path={path}", "data.max_size=56")
+        assert config.data.channels == 1 and "a grayscale image" in line, path
+    config, line = resolved(f"data.path={gray}", "data.channels=3")  # forced: grey copied to three channels
+    assert config.data.channels == 3 and "set by data.channels" in line
+
+
+# ---------------------------------------------------------------------------
+# The gradient penalty with several images per process
+
+def test_gradient_penalty_of_one_sample_ignores_the_others(monkeypatch):
+    g = torch.Generator().manual_seed(3)
+    D = PatchDiscriminator(3, 8)
+    init_weights(D, g)
+    real = torch.rand(1, 3, 20, 24, generator=g) * 2 - 1
+    fakes = torch.randn(3, 3, 20, 24, generator=g).clamp(-1, 1)
+    alpha = torch.rand(3, 1, 1, 1, generator=g)
+
+    def penalties(indices):
+        index = torch.tensor(indices)
+        return gradient_penalty(D.train(), real.expand(len(index), -1, -1, -1), fakes[index], alpha[index])
+
+    alone = penalties([0])  # one image per process: BatchNorm's own path, the reference's setting
+    with_b, with_c = penalties([0, 1]), penalties([0, 2])
+    torch.testing.assert_close(with_b[0], alone[0], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(with_c[0], alone[0], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(with_b[1], penalties([1])[0], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(D(real.expand(2, -1, -1, -1))[1], D(real)[0], rtol=1e-5, atol=1e-6)
+    # Plain BatchNorm pools the batch's statistics: the same sample's penalty then depends on its neighbour.
+    monkeypatch.setattr(PerSampleBatchNorm2d, "forward", torch.nn.BatchNorm2d.forward)
+    coupled_b, coupled_c = penalties([0, 1]), penalties([0, 2])
+    assert (coupled_b[0] - coupled_c[0]).abs() > 1e-3 * coupled_b[0].abs()
 
 
 # ---------------------------------------------------------------------------
@@ -115,8 +191,54 @@ def test_sifid_math():
     # Inception's map sizes (checked against the network): block 1 needs 27 px and gives 28x28 at 250 px.
     sizes = {s: InceptionFeatures.feature_size(s, s) for s in (26, 27, 37, 48, 64, 250)}
     assert sizes == {26: (0, 0), 27: (1, 1), 37: (2, 2), 48: (3, 3), 64: (5, 5), 250: (28, 28)}
-    sizes = {s: InceptionFeatures.feature_size(s, s, block=0) for s in (10, 11, 15, 64, 250)}
-    assert sizes == {10: (0, 0), 11: (1, 1), 15: (2, 2), 64: (14, 14), 250: (60, 60)}
+    sizes = {s: AuthorsFeatures.feature_size(s, s) for s in (6, 7, 9, 64, 250)}
+    assert sizes == {6: (0, 0), 7: (1, 1), 9: (2, 2), 64: (29, 29), 250: (122, 122)}
+
+
+def _authors_sifid(real: np.ndarray, fake: np.ndarray, layers) -> float:
+    """The SinGAN authors' SIFID written out as their released code does it: float images / 255 -> 2x - 1
+    -> the layers -> every position a 64-d sample -> mean, np.cov -> Fréchet distance with scipy's sqrtm."""
+    from scipy import linalg
+
+    def statistics(image):
+        batch = torch.from_numpy(image[None].astype(np.float32).transpose(0, 3, 1, 2) / 255)
+        with torch.no_grad():
+            prediction = layers(2 * batch - 1)
+        act = prediction.numpy().transpose(0, 2, 3, 1).reshape(prediction.shape[2] * prediction.shape[3], -1)
+        return np.mean(act, axis=0), np.cov(act, rowvar=False)
+
+    (mu1, sigma1), (mu2, sigma2) = statistics(real), statistics(fake)
+    covmean = linalg.sqrtm(sigma1.dot(sigma2)).real
+    diff = mu1 - mu2
+    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def test_authors_sifid_against_their_formula(tmp_path, monkeypatch):
+    """A worked example with torchvision's InceptionV3 architecture at fixed random weights (torchvision's
+    ImageNet weights cannot be fetched here): the `authors` layer and formula against the reference recipe."""
+    import torchvision
+    torch.manual_seed(0)
+    network = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False).eval()
+    features = AuthorsFeatures("cpu", state_dict=network.state_dict())
+    layers = torch.nn.Sequential(network.Conv2d_1a_3x3, network.Conv2d_2a_3x3, network.Conv2d_2b_3x3)
+    g = torch.Generator().manual_seed(4)
+    real = torch.randint(0, 256, (3, 40, 46), generator=g, dtype=torch.uint8)
+    fakes = [real, real.roll(7, dims=2), (real.float() * 0.7 + 30).to(torch.uint8),
+             torch.randint(0, 256, (3, 40, 46), generator=g, dtype=torch.uint8)]
+    ours = SIFID(real, features=features).scores(torch.stack(fakes))
+    expected = [_authors_sifid(real.permute(1, 2, 0).numpy(), fake.permute(1, 2, 0).numpy(), layers)
+                for fake in fakes]
+    assert features(real[None]).shape == (1, 64, 17, 20)  # 17x20 = 340 positions of 64-d features
+    assert abs(ours[0]) < 1e-6 and min(ours[1:]) > 1e-3  # the real image itself; a shift, a contrast change, noise
+    np.testing.assert_allclose(ours[1:], expected[1:], rtol=1e-4)
+    # Without the ImageNet weights and no way to download them: one line saying where they go.
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(WeightsError, match=r"torchvision's ImageNet InceptionV3 weights at .*inception_v3_google"):
+        AuthorsFeatures("cpu")
 
 
 # ---------------------------------------------------------------------------
@@ -125,6 +247,7 @@ def test_sifid_math():
 def test_run_folder_samples_of_other_sizes_and_metrics(tmp_path):
     out = tmp_path / "run"
     result = run_script(SCRIPT, [*TINY, f"out_dir={out}"])
+    assert "48x48, 1 channel(s) (data.channels=auto: a grayscale image)" in result.stdout
     assert "3 scales: 28x28 -> 37x37 -> 48x48" in result.stdout
     assert os.path.isfile(out / "config.yaml")
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(out / "tb"))
@@ -221,8 +344,9 @@ def test_two_processes_colour_image(tmp_path):
     image = tmp_path / "colour.png"
     _write_colour_image(image)
     out = tmp_path / "two"
-    result = run_script(SCRIPT, [*TINY, f"data.path={image}", "data.channels=3", "data.max_size=56", "train.batch_size=2",
+    result = run_script(SCRIPT, [*TINY, f"data.path={image}", "data.max_size=56", "train.batch_size=2",
                                  "train.steps_per_scale=8", "eval.sifid=false", f"out_dir={out}"], nproc=2)
+    assert "3 channel(s) (data.channels=auto: a colour image)" in result.stdout
     assert result.stdout.count("networks identical on 2 processes") == 3
     checkpoint = load_checkpoint(out)
     assert checkpoint["pyramid"] == [[28, 39], [33, 47], [40, 56]]  # non-square, aspect kept

@@ -95,6 +95,8 @@ def _type_name(tp) -> str:
         return f"a list of {_type_name(typing.get_args(tp)[0])}"
     if _optional_inner(tp) is not None:
         return f"{_type_name(_optional_inner(tp))} or null"
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(member) for member in typing.get_args(tp))
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
 
 
@@ -112,6 +114,13 @@ def _coerce(value: Any, tp, key: str) -> Any:
     inner = _optional_inner(tp)
     if inner is not None:
         return None if value is None else _coerce(value, inner, key)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):  # e.g. int | Literal["auto"]: the first that fits
+        for member in typing.get_args(tp):
+            try:
+                return _coerce(value, member, key)
+            except ConfigError:
+                pass
+        raise wrong
     origin = typing.get_origin(tp)
     if origin is Literal:
         if value not in typing.get_args(tp):

@@ -200,17 +200,21 @@ def shard(x: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
 # ---------------------------------------------------------------------------
 # One image at its own size (SinGAN)
 
-def load_image_full(path: str, channels: int, builtin_resolution: int = 250) -> torch.Tensor:
+GRAYSCALE_MODES = ("1", "L", "LA", "La")  # PIL modes after to_8bit, which turns 16-bit, integer and float into "L"
+
+
+def load_image_full(path: str, channels: int | None, builtin_resolution: int = 250) -> torch.Tensor:
     """One image at its full size and aspect ratio, as uint8 [channels, H, W].
 
     `path` is an image file; a folder or .zip gives its first image (with a
-    warning). `builtin:particles[?seed=S]` renders one frame at
-    `builtin_resolution`, so the default config needs no data.
+    warning). `builtin:particles[?seed=S]` renders one (grayscale) frame at
+    `builtin_resolution`, so the default config needs no data. `channels`
+    None keeps the file's own: 1 for a grayscale file, 3 for any other.
     """
     if path.startswith(BUILTIN_PREFIX):
         _, options = parse_builtin(path)
         frame = torch.from_numpy(particles.render_frame(options["seed"], 0, builtin_resolution))
-        return frame[None].expand(channels, -1, -1).contiguous()
+        return frame[None].expand(channels or 1, -1, -1).contiguous()
     sources = image_sources(path)
     if not sources:
         raise DataError(f"data.path: no image in {path} (looked for {', '.join(IMAGE_EXTENSIONS)})")
@@ -221,7 +225,9 @@ def load_image_full(path: str, channels: int, builtin_resolution: int = 250) -> 
     try:
         with Image.open(io.BytesIO(read())) as image:
             image.load()
-            image = to_8bit(image).convert("L" if channels == 1 else "RGB")
+            image = to_8bit(image)
+            channels = channels or (1 if image.mode in GRAYSCALE_MODES else 3)
+            image = image.convert("L" if channels == 1 else "RGB")
     except Exception as e:  # any decoder failure: the one image is unusable
         raise DataError(f"data.path: cannot read {name} as an image ({type(e).__name__}: {e})")
     array = np.asarray(image, dtype=np.uint8)
