@@ -9,34 +9,41 @@ extracting features) through this one display:
         for batch in batches:
             ...
             bar.update(len(batch))          # or bar.set(amount_done)
-    bar.set_postfix({"G": 1.23})            # extra fields after the rate, e.g. losses
+            bar.set_postfix({"G": 1.23})    # optional fields after the rate, e.g. losses
+        with bar.paused():                  # time that must not count towards the rate and ETA
+            ...
     write("kimg 2.00: fid 41.2")            # a line on stdout that does not tear a bar on the terminal
 
 `Progress(label, total=None, *, unit="", done=0, rate_unit=None, rate_scale=1, enabled=None, stream=None)`:
-a `label` of None makes a bar that shows nothing (for functions whose
-progress label is optional); `total` None shows no percentage or ETA; `done` is where a resumed job
-starts; the rate is `rate_scale` x units per second, named `rate_unit`
-(default "<unit>/s"; training counts kimg and shows img/s with
-rate_unit="img/s", rate_scale=1000). `enabled` defaults to "this is the main
-process" (RANK unset or 0), so under torchrun or Accelerate only one process
-reports; `stream` defaults to sys.stderr, so `--json` output on stdout stays
-clean.
+
+- `label` None makes a bar that shows nothing, for functions whose progress
+  label is optional (`compute_features(..., progress="real features")`);
+- `total` None shows no percentage or ETA; `done` is where a resumed job starts;
+- the rate is `rate_scale` x units per second, named `rate_unit` (default
+  "<unit>/s"); training counts kimg and shows img/s with rate_unit="img/s",
+  rate_scale=1000;
+- `enabled` defaults to "this is the main process" (RANK unset or 0), so under
+  torchrun or Accelerate one process reports; `stream` defaults to sys.stderr,
+  so `--json` output on stdout stays clean.
 
 What it prints:
 
-- stderr a terminal: one line redrawn in place at most 10 times a second,
-  `label |#####.....| 12/300 img 4.0% | 31.2 img/s | 0:04 elapsed | ETA 1:32 | ...`,
-  finished with a newline when the bar closes.
-- otherwise (CI, nohup, a SLURM log, a pipe): the same text as a plain line
+- stderr a terminal: one line redrawn in place at most 10 times a second and
+  cut to the terminal's width,
+  `train |###.....................| 0.352/10 kimg 3.5% | 38.2 img/s | 9s elapsed | ETA 4m12s | G/total 0.81`,
+  ended with a newline when the bar closes;
+- otherwise (CI, nohup, a SLURM log, a pipe): the same text as a plain line,
+  `train: 0.352/10 kimg 3.5% | 38.2 img/s | 9s elapsed | ETA 4m12s | G/total 0.81`,
   at the first update, then at most every SMALLGAN_PROGRESS_INTERVAL seconds
-  (default 30; 0 prints every update), and a last line when the bar closes,
-  so a log is never silent for long and holds no carriage returns.
+  (default 30; 0 prints every update), and once more when the bar closes
+  (`... | done in 4m21s`): a log is never silent for long and holds no
+  carriage returns.
 
-The rate leaves out the work before the first update (warm-up, a first
-compilation), and the time while a bar opened inside this one runs (an
-evaluation inside training has its own bar; the outer bar's rate and ETA
-count training alone). `update` and `set` take plain Python numbers: a bar
-never synchronizes a GPU.
+A bar opened while another is open (an evaluation inside training) pauses
+the outer one: its line stays, the inner bar draws below it, and the outer
+bar's rate and ETA count its own work alone. The rate leaves out the work
+before the first update too (warm-up, a first compilation). `update` and
+`set` take plain Python numbers: a bar never synchronizes a GPU.
 """
 
 import contextlib
