@@ -162,7 +162,8 @@ class ScalarAverager:
 class SpeedProbe:
     """Seconds per kimg over the first few steps after the first one (which holds the warm-up)."""
 
-    MIN_STEPS, MIN_SECONDS = 3, 30.0  # whichever comes first
+    # Four steps hold one of StyleGAN2's lazy path-length steps (pl_interval 4); very slow steps stop it earlier.
+    MIN_STEPS, MIN_SECONDS = 4, 180.0  # whichever comes first
 
     def __init__(self):
         self.start = None  # (kimg, time) at the end of the first step

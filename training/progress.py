@@ -104,7 +104,7 @@ def describe_duration(seconds: float) -> str:
                          ("day", 86400), ("hour", 3600), ("minute", 60)):
         if seconds >= 1.5 * length or (name in ("year", "day", "hour", "minute") and seconds >= length):
             count = seconds / length
-            count_text = f"{count:.1f}".rstrip("0").rstrip(".") if count < 10 else f"{count:.0f}"
+            count_text = f"{count:.1f}".rstrip("0").rstrip(".") if count < 3 else f"{count:.0f}"
             return f"~{count_text} {name}{'' if count_text == '1' else 's'}"
     seconds = max(1, round(seconds))
     return f"~{seconds} second{'' if seconds == 1 else 's'}"
