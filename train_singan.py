@@ -580,8 +580,8 @@ class SinGANTrainer:
                     self.save()
                 last = done and n == len(self.sizes) - 1
                 if self.global_step(n, self.step) == t.max_steps and not last:
+                    progress.close(finished=done)
                     if not done:
-                        progress.close()
                         self.save()
                     write(f"stopped at train.max_steps={t.max_steps} (scale {n} step {self.step}); "
                           f"continue with --resume auto")

@@ -34,9 +34,9 @@ distance to the distance from that training image to its own nearest other
 training image (a ratio below 1: closer than any other real image gets).
 
 Beside them: FID, KID, precision and recall of the same samples
-(eval/fid.py's `scores`). Each phase (generating, training-image features per
-flip, generated features) shows its progress on stderr. Output folder (default: next to the checkpoint,
-<ckpt>-memorization/): nearest_pixel.png, nearest_inception.png,
+(eval/fid.py's `scores`). Each phase (generating, real features once per
+flip, generated features) shows its progress on stderr. Output folder
+(default: next to the checkpoint, <ckpt>-memorization/): nearest_pixel.png, nearest_inception.png,
 nearest.csv (every sample's neighbours) and report.json. `--json` prints the
 report as one JSON object on the last line. Errors (missing or corrupt
 checkpoint, data, weights; too few images) are one line on stderr, exit 2.
