@@ -74,7 +74,8 @@ def test_interval_zero_prints_every_update_and_the_total_only_once(clock, monkey
             clock.now += 1
             bar.update()
     lines = stream.getvalue().splitlines()
-    assert [line.split(" |")[0] for line in lines] == ["gen: 1/3 img 33.3%", "gen: 2/3 img 66.7%", "gen: 3/3 img 100.0%"]
+    assert [line.split(" |")[0] for line in lines] == [
+        "gen: 1/3 img 33.3%", "gen: 2/3 img 66.7%", "gen: 3/3 img 100.0%"]
     assert "done in 3s" in lines[-1]
 
 
