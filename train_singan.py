@@ -55,6 +55,7 @@ from training.config import BaseConfig, DataConfig, EvalConfig, TrainConfig, che
 from training.data import load_image_full
 from training.images import make_grid, save_png, to_float, to_uint8
 from training.loop import Context, ScalarAverager, finish, start, user_errors
+from training.progress import Progress, write
 from training.seeding import generator, rng_state, set_rng_state
 
 SAMPLE_GRID = 16  # random samples in each grid
@@ -575,30 +576,36 @@ class SinGANTrainer:
             if not (resume_mid_scale and n == first_scale):
                 self.begin_scale(n)
             window_start, window_steps = time.perf_counter(), 0
+            progress = Progress(f"scale {n}/{len(self.sizes) - 1} ({self.sizes[n][0]}x{self.sizes[n][1]})",
+                                total=t.steps_per_scale, unit="step", done=self.step, enabled=self.run.is_main)
             while self.step < t.steps_per_scale:
                 averager.add(self.train_step(self.step))
                 self.step += 1
                 window_steps += 1
+                progress.set(self.step)
                 done = self.step == t.steps_per_scale
                 if self.step % t.log_every == 0 or done:
                     scalars = averager.pop()
                     scalars["Progress/sec_per_step"] = (time.perf_counter() - window_start) / window_steps
                     self.run.log_scalars(scalars, self.global_step(n, self.step) / 1000)
-                    acc.print(f"scale {n}/{len(self.sizes) - 1} step {self.step}/{t.steps_per_scale}: " + " ".join(
+                    write(f"scale {n}/{len(self.sizes) - 1} step {self.step}/{t.steps_per_scale}: " + " ".join(
                         f"{label} {scalars[key]:.4g}" for label, key in REFERENCE_LOG_NAMES.items())
                         + f" ({scalars['Progress/sec_per_step']:.3f} s/step)")
                     window_start, window_steps = time.perf_counter(), 0
                 if done:
+                    progress.close()
                     self.end_scale()
                 elif self.step % t.checkpoint_every == 0:
                     self.save()
                 last = done and n == len(self.sizes) - 1
                 if self.global_step(n, self.step) == t.max_steps and not last:
+                    progress.close(finished=done)
                     if not done:
                         self.save()
-                    acc.print(f"stopped at train.max_steps={t.max_steps} (scale {n} step {self.step}); "
-                              f"continue with --resume auto")
+                    write(f"stopped at train.max_steps={t.max_steps} (scale {n} step {self.step}); "
+                          f"continue with --resume auto")
                     return
+            progress.close()
         if self.run.is_main:
             self.final_outputs()
 

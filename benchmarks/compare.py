@@ -30,6 +30,8 @@ import numpy as np
 import torch
 import yaml
 
+from training.progress import Progress
+
 MODELS = {"sagan": ("train_sagan.py", "configs/sagan.yaml"),
           "stylegan2": ("train_stylegan2.py", "configs/small300.yaml")}
 FID_THRESHOLDS = (100, 50, 40)
@@ -48,13 +50,14 @@ def launcher(processes: int) -> list[str]:
 
 def train_models(args) -> list[str]:
     run_dirs = []
-    for name in args.models:
+    for number, name in enumerate(args.models, 1):
         script, config = MODELS[name][0], args.configs.get(name, MODELS[name][1])
         out_dir = os.path.join(args.out, name)
         command = [*launcher(args.processes), script, "--config", config, "--resume", "auto",
                    f"data.path={args.data}", f"train.kimg={args.kimg}", f"out_dir={out_dir}",
                    f"eval.every_kimg={args.eval_every_kimg}", f"eval.num_samples={args.eval_samples}", *args.set]
-        print("$ " + " ".join(command), flush=True)
+        # Each training shows its own progress bar (stderr); this line says which of the runs it is.
+        print(f"[{number}/{len(args.models)}] $ " + " ".join(command), flush=True)
         subprocess.run(command, cwd=ROOT, check=True)
         run_dirs.append(out_dir)
     return run_dirs
@@ -263,7 +266,12 @@ def main(argv=None):
     for run_dir in run_dirs:
         if not os.path.isfile(os.path.join(run_dir, "config.yaml")):
             raise SystemExit(f"error: {run_dir} is not a run folder (no config.yaml)")
-    report = write_report([read_run(d) for d in run_dirs], args.out)
+    runs = []
+    with Progress("read runs", total=len(run_dirs), unit="run") as bar:  # TensorBoard files of long runs are big
+        for run_dir in run_dirs:
+            runs.append(read_run(run_dir))
+            bar.update()
+    report = write_report(runs, args.out)
     print(f"report: {report}")
 
 

@@ -26,7 +26,8 @@ Process 0 finishes the math and every process returns its result.
 {"fid": ..., "kid": ..., "kid_std": ..., "precision": ..., "recall": ..., "num_real": ...,
 "num_fake": ...} (without precision/recall under --no-precision-recall).
 Errors (missing weights, checkpoint, data; fewer than 2 images) are one line
-on stderr and exit status 2.
+on stderr and exit status 2. Each phase (real features, generated or fake
+features) shows its progress on stderr (training/progress.py).
 """
 
 import os
@@ -55,6 +56,7 @@ from eval.metrics import (feature_statistics, frechet_distance, frechet_distance
                           kernel_inception_distance)
 from eval.precision_recall import DEFAULT_K, precision_recall as knn_precision_recall
 from training.images import to_uint8
+from training.progress import Progress
 
 __all__ = ["Evaluator", "ImageFiles", "compute_features", "default_cache_dir", "feature_extractor",
            "feature_statistics", "frechet_distance", "frechet_distance_features", "kernel_inception_distance",
@@ -249,7 +251,7 @@ def _gather_in_order(local: list[torch.Tensor], counts: torch.Tensor, dims: int,
 # Features
 
 def compute_features(source, extractor: Callable | None = None, *, num_images: int | None = None,
-                     batch_size: int = 64, device=None, threads: int = 4) -> np.ndarray:
+                     batch_size: int = 64, device=None, threads: int = 4, progress: str | None = None) -> np.ndarray:
     """Features [N, D] (float32) of every image of `source`, the same array on every process.
 
     Args:
@@ -261,26 +263,34 @@ def compute_features(source, extractor: Callable | None = None, *, num_images: i
         batch_size: images per extractor call; batch b runs on process b % world_size
         device:     for the default extractor
         threads:    file-decoding threads
+        progress:   label of a progress bar on process 0 (training.progress), e.g. "real features"
     """
     extractor = extractor or feature_extractor(device or "cpu")
     extractor_device = getattr(extractor, "device", torch.device("cpu"))
+    rank, world = _world()
     if not isinstance(source, (torch.Tensor, ImageFiles)) and not callable(source):
-        batches = [_extract(extractor, images) for images in source]
+        batches = []
+        with Progress(progress, unit="img", enabled=rank == 0) as bar:
+            for images in source:
+                batches.append(_extract(extractor, images))
+                bar.update(len(images))
         batches = [b for b in batches if b is not None]
         return torch.cat(batches).cpu().numpy() if batches else np.zeros((0, extractor.dims), np.float32)
 
-    rank, world = _world()
     batches = _Batches(source, num_images, batch_size, pin=torch.device(extractor_device).type == "cuda",
                        threads=threads)
     mine = list(range(rank, len(batches), world))
     counts = torch.zeros(len(batches), dtype=torch.long)
     local = []
-    for batch, images in zip(mine, batches.iterate(mine)):
-        with torch.no_grad():
-            features = _extract(extractor, images)
-        if features is not None:
-            counts[batch] = len(features)
-            local.append(features)
+    with Progress(progress, total=batches.count, unit="img", enabled=rank == 0) as bar:
+        for batch, images in zip(mine, batches.iterate(mine)):
+            with torch.no_grad():
+                features = _extract(extractor, images)
+            if features is not None:
+                counts[batch] = len(features)
+                local.append(features)
+            # The other processes work on the batches beside this one meanwhile.
+            bar.set(min(batches.count, (batch + world) * batch_size))
     if world > 1:
         features = _gather_in_order(local, counts, extractor.dims, world)
     else:
@@ -346,7 +356,7 @@ def reference_features(source, extractor: Callable, *, content_digest: str, desc
     cached = _read_cache(path) if path else None
     if _all_agree(cached is not None, world):
         return cached, True
-    features = compute_features(source, extractor, batch_size=batch_size)
+    features = compute_features(source, extractor, batch_size=batch_size, progress="real features")
     if path and rank == 0 and len(features) >= 2:
         try:
             _write_cache(path, features, description)
@@ -447,7 +457,8 @@ class Evaluator:
         return self._real_features
 
     def fake_features(self, sampler: Callable, num_samples: int) -> np.ndarray:
-        return compute_features(sampler, self.extractor, num_images=num_samples, batch_size=self.batch_size)
+        return compute_features(sampler, self.extractor, num_images=num_samples, batch_size=self.batch_size,
+                                progress="generated features")
 
     def evaluate(self, sampler: Callable, num_samples: int) -> dict:
         """`scores` of `num_samples` samples of `sampler`: {"fid", "kid", "kid_std", ["precision", "recall",]
@@ -515,7 +526,7 @@ def _folder_scores(args, device: torch.device) -> dict:
     cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
     real, _ = reference_features(real_files, extractor, content_digest=real_files.digest() if cache_dir else "",
                                  description={"kind": "files"}, cache_dir=cache_dir, batch_size=args.batch_size)
-    fake = compute_features(fake_files, extractor, batch_size=args.batch_size)
+    fake = compute_features(fake_files, extractor, batch_size=args.batch_size, progress="fake features")
     return _finish_on_main(real, fake, device=device, kid_subsets=args.kid_subsets,
                            kid_subset_size=args.kid_subset_size, precision_recall=not args.no_precision_recall)
 

@@ -10,6 +10,7 @@ Sample i is a function of (seed, i) alone (`nets.load_sampler`), so a file
 is bit-identical to what eval/fid.py scores for index 42 with the same seed:
 both quantize with `training.images.to_uint8`. G_ema is used when the
 checkpoint has one (`--no-ema` for G). Errors are one line, exit status 2.
+Generating and writing show their progress on stderr.
 """
 
 import os
@@ -25,14 +26,16 @@ import torch.distributed as dist
 
 from eval.fid import checkpoint_sampler, init_distributed
 from training.images import make_grid, save_png, to_uint8
+from training.progress import Progress
 
 
-def generate(sampler, indices: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """uint8 images [len(indices), C, H, W] on the CPU, sampled in batches."""
+def generate(sampler, indices: torch.Tensor, batch_size: int = 64, progress: str | None = None) -> torch.Tensor:
+    """uint8 images [len(indices), C, H, W] on the CPU, sampled in batches; `progress`: a bar's label."""
     images = []
-    with torch.no_grad():
+    with torch.no_grad(), Progress(progress, total=len(indices), unit="img") as bar:
         for start in range(0, len(indices), batch_size):
             images.append(to_uint8(sampler(indices[start:start + batch_size])).cpu())
+            bar.update(len(images[-1]))
     return torch.cat(images)
 
 
@@ -84,13 +87,18 @@ def _write_samples(args, device: torch.device) -> int:
     if args.grid:
         if rank == 0:
             path = args.out if args.out.lower().endswith(".png") else os.path.join(args.out, "grid.png")
-            save_png(make_grid(generate(sampler, torch.arange(args.num), args.batch_size), args.columns), path)
+            images = generate(sampler, torch.arange(args.num), args.batch_size, progress="generate")
+            save_png(make_grid(images, args.columns), path)
             print(f"wrote {path}")
         return 0
     os.makedirs(args.out, exist_ok=True)
     indices = torch.arange(rank, args.num, world)
-    for index, image in zip(indices.tolist(), generate(sampler, indices, args.batch_size)):
-        save_png(make_grid(image[None], columns=1), os.path.join(args.out, f"{index:06d}.png"))
+    share = f" (process 0 of {world})" if world > 1 else ""  # the bar shows process 0's share
+    images = generate(sampler, indices, args.batch_size, progress="generate" + share)
+    with Progress("write PNGs" + share, total=len(indices), unit="img") as bar:
+        for index, image in zip(indices.tolist(), images):
+            save_png(make_grid(image[None], columns=1), os.path.join(args.out, f"{index:06d}.png"))
+            bar.update()
     if world > 1:
         dist.barrier()  # every file is written before anyone reports
     if rank == 0:

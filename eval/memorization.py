@@ -34,8 +34,9 @@ distance to the distance from that training image to its own nearest other
 training image (a ratio below 1: closer than any other real image gets).
 
 Beside them: FID, KID, precision and recall of the same samples
-(eval/fid.py's `scores`). Output folder (default: next to the checkpoint,
-<ckpt>-memorization/): nearest_pixel.png, nearest_inception.png,
+(eval/fid.py's `scores`). Each phase (generating, real features once per
+flip, generated features) shows its progress on stderr. Output folder
+(default: next to the checkpoint, <ckpt>-memorization/): nearest_pixel.png, nearest_inception.png,
 nearest.csv (every sample's neighbours) and report.json. `--json` prints the
 report as one JSON object on the last line. Errors (missing or corrupt
 checkpoint, data, weights; too few images) are one line on stderr, exit 2.
@@ -57,8 +58,9 @@ import torch
 
 from eval import fid
 from eval.fid import EvalError, checkpoint_real_images, checkpoint_sampler, init_distributed
+from eval.generate import generate
 from eval.precision_recall import nearest, quantiles
-from training.images import save_png, to_float, to_uint8
+from training.images import save_png, to_float
 
 FLIP_NAMES = ("none", "h", "v", "hv")
 PAIRS_PER_ROW = 8
@@ -177,15 +179,6 @@ def write_outputs(out_dir: str, generated: torch.Tensor, variants: torch.Tensor,
 # ---------------------------------------------------------------------------
 # Checkpoint -> report
 
-def generate_uint8(sampler, num: int, batch_size: int) -> torch.Tensor:
-    """Samples 0..num-1 of `sampler` as uint8 on the CPU (the pixels a saved PNG holds)."""
-    batches = []
-    with torch.no_grad():
-        for start in range(0, num, batch_size):
-            batches.append(to_uint8(sampler(torch.arange(start, min(num, start + batch_size)))).cpu())
-    return torch.cat(batches)
-
-
 def memorization(generated: torch.Tensor, real: torch.Tensor, device, *, hflip: bool, vflip: bool,
                  threshold_quantile: float = 0.05, batch_size: int = 64, cache_dir: str | None = None,
                  cache: bool = True, extractor=None) -> tuple[dict, dict, torch.Tensor, list[str]] | None:
@@ -204,7 +197,8 @@ def memorization(generated: torch.Tensor, real: torch.Tensor, device, *, hflip: 
     # One reference set per flip variant, through the Evaluator's cache (the unflipped one is training's own).
     real_features = [fid.Evaluator(variant, device, batch_size=batch_size, cache_dir=cache_dir, cache=cache,
                                    extractor=extractor).real_features for variant in variants.chunk(len(flip_names))]
-    generated_features = fid.compute_features(generated, extractor, batch_size=batch_size)
+    generated_features = fid.compute_features(generated, extractor, batch_size=batch_size,
+                                              progress="generated features")
     rank, _ = fid._world()
     if rank != 0:
         return None
@@ -237,7 +231,7 @@ def _run(args, device) -> dict | None:
         raise EvalError(f"{path}: {len(real)} training image(s); the memorization check needs at least 4")
     data = checkpoint["config"]["data"]
     hflip, vflip = (False, False) if args.no_flips else (bool(data.get("hflip")), bool(data.get("vflip")))
-    generated = generate_uint8(sampler, args.num, args.batch_size)
+    generated = generate(sampler, torch.arange(args.num), args.batch_size, progress="generate")
     outcome = memorization(generated, real, device, hflip=hflip, vflip=vflip,
                            threshold_quantile=args.threshold_quantile, batch_size=args.batch_size,
                            cache_dir=args.cache_dir, cache=not args.no_cache)

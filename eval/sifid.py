@@ -25,7 +25,8 @@ measured the same way.
 With `--ckpt` the real image is the one stored in the checkpoint (the finest
 training scale) and the samples come from the checkpoint's generator at the
 training size. `--json` prints exactly one JSON object on the last line:
-`{"sifid": ..., "sifid_std": ..., "num_fake": ...}`.
+`{"sifid": ..., "sifid_std": ..., "num_fake": ...}`; progress (generating, SIFID
+features) goes to stderr.
 
 Square images need 27 px for block 1 to have a position, 35 px for more than
 one (7 px and 9 px for `authors`); the fewer positions, the noisier the
@@ -47,6 +48,7 @@ import numpy as np
 import torch
 
 from eval.metrics import frechet_distance
+from training.progress import Progress
 
 FeatureExtractor = Callable[[torch.Tensor], torch.Tensor]  # uint8 [N, C, H, W] -> float [N, D, h, w]
 
@@ -169,17 +171,20 @@ class SIFID:
         self.batch_size = batch_size
         self.real_stats = feature_statistics(self.features(real_uint8[None])[0])
 
-    def scores(self, fakes_uint8: torch.Tensor) -> np.ndarray:
-        """SIFID of each generated image (uint8 [N, C, H, W]; any size, usually the real one's)."""
+    def scores(self, fakes_uint8: torch.Tensor, progress: str | None = None) -> np.ndarray:
+        """SIFID of each generated image (uint8 [N, C, H, W]; any size, usually the real one's);
+        `progress`: a bar's label."""
         values = []
-        for start in range(0, len(fakes_uint8), self.batch_size):
-            for features in self.features(fakes_uint8[start:start + self.batch_size]):
-                values.append(frechet_distance(*self.real_stats, *feature_statistics(features)))
+        with Progress(progress, total=len(fakes_uint8), unit="img") as bar:
+            for start in range(0, len(fakes_uint8), self.batch_size):
+                for features in self.features(fakes_uint8[start:start + self.batch_size]):
+                    values.append(frechet_distance(*self.real_stats, *feature_statistics(features)))
+                bar.set(len(values))
         return np.array(values)
 
     def evaluate(self, fakes_uint8: torch.Tensor) -> dict[str, float]:
         """{'sifid': mean, 'sifid_std': standard deviation over images, 'num_fake': N}."""
-        values = self.scores(fakes_uint8)
+        values = self.scores(fakes_uint8, progress="SIFID")
         return {"sifid": float(values.mean()), "sifid_std": float(values.std()), "num_fake": len(values)}
 
 
@@ -189,16 +194,14 @@ class SIFID:
 def _samples_from_checkpoint(path: str, num_samples: int, seed: int, batch_size: int, device):
     """(real image, generated images) of a SinGAN checkpoint, uint8."""
     import nets
+    from eval.generate import generate
     from training.checkpoint import CheckpointError, load_checkpoint
-    from training.images import to_uint8
     checkpoint = load_checkpoint(path)
     if checkpoint["model"] != "singan":
         raise CheckpointError(f"{path} is a {checkpoint['model']} checkpoint; SIFID compares SinGAN samples "
                               f"with their single training image")
     sampler = nets.load_sampler(checkpoint, device, seed=seed)
-    fakes = [to_uint8(sampler(torch.arange(i, min(i + batch_size, num_samples)))).cpu()
-             for i in range(0, num_samples, batch_size)]
-    return checkpoint["real"], torch.cat(fakes)
+    return checkpoint["real"], generate(sampler, torch.arange(num_samples), batch_size, progress="generate")
 
 
 def main(argv=None) -> int:
@@ -234,7 +237,12 @@ def main(argv=None) -> int:
             if not fakes:
                 raise DataError(f"--fake: no images in {args.fake}")
             metric = SIFID(real, args.device, batch_size=1, layer=args.features)  # the files may differ in size
-            values = np.concatenate([metric.scores(fake[None]) for fake in fakes])
+            values = []
+            with Progress("SIFID", total=len(fakes), unit="img") as bar:
+                for fake in fakes:
+                    values.append(metric.scores(fake[None]))
+                    bar.update()
+            values = np.concatenate(values)
             result = {"sifid": float(values.mean()), "sifid_std": float(values.std()), "num_fake": len(values)}
     except (WeightsError, CheckpointError, DataError, ImageTooSmall) as error:
         print(f"error: {error}", file=sys.stderr)

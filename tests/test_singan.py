@@ -244,11 +244,16 @@ def test_authors_sifid_against_their_formula(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------
 # The training script
 
-def test_run_folder_samples_of_other_sizes_and_metrics(tmp_path):
+def test_run_folder_samples_of_other_sizes_and_metrics(tmp_path, monkeypatch):
     out = tmp_path / "run"
+    monkeypatch.setenv("SMALLGAN_PROGRESS_INTERVAL", "3600")
     result = run_script(SCRIPT, [*TINY, f"out_dir={out}"])
     assert "48x48, 1 channel(s) (data.channels=auto: a grayscale image)" in result.stdout
     assert "3 scales: 28x28 -> 37x37 -> 48x48" in result.stdout
+    # Progress on stderr (not a terminal): a plain line at each scale's first step and one when it is done.
+    progress = [line.split(" |")[0] for line in result.stderr.splitlines() if line.startswith("scale ")]
+    assert progress == [f"scale {n}/2 ({size}x{size}): {step}/20 step {step * 5}.0%"
+                        for n, size in enumerate((28, 37, 48)) for step in (1, 20)]
     assert os.path.isfile(out / "config.yaml")
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(out / "tb"))
     samples = set(os.listdir(out / "samples"))

@@ -41,7 +41,7 @@ class DataConfig:
 class TrainConfig:
     batch_size: int = 32               # global batch, split over processes
     kimg: float = 1000.0               # training length in thousands of real images shown
-    log_every_kimg: float = 1.0        # scalars to TensorBoard and the progress bar
+    log_every_kimg: float = 1.0        # scalars to TensorBoard and losses on the progress bar
     sample_every_kimg: float = 10.0    # sample grid from fixed latents
     checkpoint_every_kimg: float = 10.0  # last.pt (always also at the end)
 

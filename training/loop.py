@@ -23,6 +23,7 @@ from training.checkpoint import CheckpointError, load_checkpoint, resolve_resume
 from training.config import ConfigError, exit_with_error, parse_command_line, to_dict
 from training.data import DataError, ImageBatches, load_images
 from training.images import to_uint8
+from training.progress import Progress, describe_duration, write
 from training.run import Run
 from training.seeding import rng_state, seed_everything, set_rng_state
 
@@ -158,6 +159,43 @@ class ScalarAverager:
         return dict(zip(names, means.tolist()))
 
 
+class SpeedProbe:
+    """Seconds per kimg over the first few steps after the first one (which holds the warm-up)."""
+
+    # Four steps hold one of StyleGAN2's lazy path-length steps (pl_interval 4); very slow steps stop it earlier.
+    MIN_STEPS, MIN_SECONDS = 4, 180.0  # whichever comes first
+
+    def __init__(self):
+        self.start = None  # (kimg, time) at the end of the first step
+        self.sec_per_kimg = None
+
+    def step_done(self, kimg: float) -> bool:
+        """Record a finished step; True once, when the measurement is ready."""
+        now = time.perf_counter()
+        if self.start is None:
+            self.start, self.steps = (kimg, now), 0
+            return False
+        self.steps += 1
+        if self.steps < self.MIN_STEPS and now - self.start[1] < self.MIN_SECONDS:
+            return False
+        self.sec_per_kimg = (now - self.start[1]) / (kimg - self.start[0])
+        return True
+
+
+def cpu_speed_notice(config, model: str, sec_per_kimg: float, resumed_at_kimg: float = 0.0) -> str:
+    """What the measured CPU speed means for train.kimg, naming a CPU-sized config when the wait is long."""
+    kimg = config.train.kimg - resumed_at_kimg
+    seconds = sec_per_kimg * kimg
+    rate = f"{sec_per_kimg:.0f}" if sec_per_kimg >= 10 else f"{sec_per_kimg:.2g}"
+    what = f"the remaining {kimg:g} kimg" if resumed_at_kimg else f"{config.train.kimg:g} kimg"
+    line = f"{config.data.resolution} px on CPU: ~{rate} s/kimg, {what} would take {describe_duration(seconds)}"
+    smaller = f"configs/{model}_cpu32.yaml"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if seconds > 3600 and config.data.resolution > 32 and os.path.isfile(os.path.join(root, smaller)):
+        line += f"; {smaller} runs in minutes"
+    return line
+
+
 def parameter_counts(task: GANTask, accelerator) -> dict[str, int]:
     """Trainable parameters of G and D, as reported in checkpoints, benchmarks and the comparison report."""
     return {name: sum(p.numel() for p in accelerator.unwrap_model(getattr(task, name)).parameters())
@@ -216,8 +254,7 @@ def train(ctx: Context, task: GANTask) -> None:
                                   precision_recall=config.eval.precision_recall)
         metrics = evaluator.evaluate(task.sampler(), config.eval.num_samples)
         run.log_metrics({"step": step, "kimg": round(kimg, 3), "wallclock_s": round(wallclock(), 2), **metrics}, kimg)
-        accelerator.print(f"kimg {kimg:.2f}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()
-                                                         if isinstance(v, float)))
+        write(f"kimg {kimg:.2f}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
         if metrics["fid"] < best_fid:
             best_fid = metrics["fid"]
             run.save_checkpoint(checkpoint_state(), "best.pt")
@@ -229,13 +266,12 @@ def train(ctx: Context, task: GANTask) -> None:
             run.save_samples(to_uint8(images), kimg)
 
     averager = ScalarAverager(accelerator)
-    progress = None
-    if run.is_main:
-        from tqdm import tqdm
-        progress = tqdm(total=round(total_steps * batch / 1000, 3), initial=round(step * batch / 1000, 3),
-                        unit="kimg", dynamic_ncols=True, disable=None)
     if step == 0:
         save_grid(0.0)
+    # Advances every step with Python numbers only (no device sync); the losses join it every log_every_kimg.
+    progress = Progress("train", total=total_steps * batch / 1000, unit="kimg", done=step * batch / 1000,
+                        rate_unit="img/s", rate_scale=1000, enabled=run.is_main)
+    speed_probe = SpeedProbe() if accelerator.device.type == "cpu" else None
     window_start, window_images = time.perf_counter(), 0
     rank, world = accelerator.process_index, accelerator.num_processes
     while step < total_steps:
@@ -244,6 +280,10 @@ def train(ctx: Context, task: GANTask) -> None:
         previous_kimg, step = step * batch / 1000, step + 1
         kimg, done = step * batch / 1000, step == total_steps
         window_images += batch
+        progress.set(kimg)
+        if speed_probe is not None and speed_probe.step_done(kimg):
+            write(cpu_speed_notice(config, task.name, speed_probe.sec_per_kimg, progress.initial), file=sys.stderr)
+            speed_probe = None
 
         if crossed(previous_kimg, kimg, config.train.log_every_kimg) or done:
             seconds = time.perf_counter() - window_start
@@ -254,10 +294,7 @@ def train(ctx: Context, task: GANTask) -> None:
             if torch.cuda.is_available():
                 scalars["Resources/peak_gpu_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
             run.log_scalars(scalars, kimg)
-            if progress is not None:
-                progress.update(round(kimg - progress.n, 3))
-                progress.set_postfix({k.split("/", 1)[-1]: f"{v:.3g}" for k, v in scalars.items()
-                                      if k.startswith("Loss/")} | {"img/s": f"{scalars['Progress/img_per_s']:.0f}"})
+            progress.set_postfix({k.split("/", 1)[-1]: v for k, v in scalars.items() if k.startswith("Loss/")})
         if crossed(previous_kimg, kimg, config.train.sample_every_kimg) or done:
             save_grid(kimg)
         if hasattr(task, "eval_due"):
@@ -265,14 +302,14 @@ def train(ctx: Context, task: GANTask) -> None:
         else:
             evaluate_now = crossed(previous_kimg, kimg, config.eval.every_kimg) or (done and config.eval.every_kimg > 0)
         if evaluate_now:
-            evaluate(kimg)
+            with progress.paused():  # its own bars; img/s and the ETA count training alone
+                evaluate(kimg)
         if crossed(previous_kimg, kimg, config.train.checkpoint_every_kimg) or done:
             run.save_checkpoint(checkpoint_state(), "last.pt")
         if crossed(previous_kimg, kimg, config.train.log_every_kimg) or done:
             window_start, window_images = time.perf_counter(), 0  # throughput excludes evaluation and saving
 
-    if progress is not None:
-        progress.close()
+    progress.close()
     check_replicas_in_sync(accelerator, task.state_dict())
     finish(ctx)
 
