@@ -87,11 +87,12 @@ def verify_once(module) -> None:
             verify(module, device)
             _passed = True
             return
-        except KernelCheckFailed as e:
+        except Exception as e:  # whatever went wrong, the reference is the safe way on
+            reason = str(e) if isinstance(e, KernelCheckFailed) else f"the check itself failed: {type(e).__name__}: {e}"
             name = torch.cuda.get_device_name(device)
             major, minor = torch.cuda.get_device_capability(device)
             _failure = KernelCheckFailed(f"the CUDA kernels failed their first-use check on {name} "
-                                         f"(compute capability {major}.{minor}): {e}")
+                                         f"(compute capability {major}.{minor}): {reason}")
     raise _failure
 
 
