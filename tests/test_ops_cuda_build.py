@@ -361,6 +361,33 @@ def test_failed_self_check_falls_back_with_one_warning(monkeypatch):
     assert len(checks) == 2
 
 
+def test_self_check_runs_when_first_reached_inside_torch_compile(emulator, monkeypatch):
+    # Under torch.compile the first op call may come while dynamo traces: the
+    # check then runs as Python at trace time, with real tensors and autograd.
+    compiling = []
+
+    def check_on_cpu(module, device):
+        compiling.append(torch.compiler.is_compiling())
+        verify(module, torch.device("cpu"), dtypes=(torch.float32,))
+
+    verify = _selfcheck.verify
+    monkeypatch.setattr(_build, "load", lambda: EmulatedExtension(emulator))
+    monkeypatch.setattr(_selfcheck, "verify", check_on_cpu)
+    monkeypatch.setattr(_selfcheck, "_passed", False)
+    monkeypatch.setattr(_selfcheck, "_failure", None)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+
+    def step(x):
+        with torch.no_grad():
+            return x * 2 if _dispatch.extension_available() else x - 1
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = torch.compile(step, fullgraph=True, backend="aot_eager")(torch.ones(3))
+    assert torch.equal(result, torch.full((3,), 2.0)) and compiling == [True]
+    assert not [w for w in caught if "smallgan ops" in str(w.message)]
+
+
 def test_arch_list_must_cover_the_device():
     for arch_list in ("9.0", "8.0;9.0", "8.0 9.0a", "8.0+PTX", "7.5;8.6+PTX", "9.0f"):
         _build.check_arch_list(arch_list, (9, 0))
