@@ -17,8 +17,11 @@ leaves nothing that blocks the next start; its temporary folder is removed by
 the next build. Waiting is bounded (SMALLGAN_OPS_BUILD_TIMEOUT seconds).
 
 When the extension cannot be had (no GPU, PyTorch without CUDA, no nvcc,
-ninja or C++ compiler, or a failed build), `load()` returns None and the ops
-use the PyTorch reference; ops/_dispatch.py warns once with the reason.
+ninja or C++ compiler, a TORCH_CUDA_ARCH_LIST with no code for this GPU, or a
+failed build), `load()` raises BuildUnavailable and the ops use the PyTorch
+reference; ops/_dispatch.py warns once with the reason. A build that loads
+is then checked against the reference before its first use
+(ops/_selfcheck.py).
 """
 
 from __future__ import annotations
