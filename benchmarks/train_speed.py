@@ -12,10 +12,13 @@ class accepts the YAML. Its task is built exactly as the script builds it
 StyleGAN2: D, lazy R1, G, lazy path length, EMA), so use a multiple of the
 lazy intervals. Prints one JSON object on the last line of stdout:
 
-    {"img_per_s", "sec_per_kimg", "peak_mem_mb", "params_G", "params_D", ...context}
+    {"img_per_s", "sec_per_kimg", "peak_mem_mb", "params_G", "params_D", "losses_finite", ...context}
 
 peak_mem_mb is the peak CUDA memory allocated on a GPU and the peak resident
-memory of the process on a CPU (`peak_mem_kind` says which).
+memory of the process on a CPU (`peak_mem_kind` says which). losses_finite
+says whether the losses last logged (the lazy penalties' at their last step)
+were all finite (fp16 overflow shows there); on a GPU, ops_impl says whether the custom ops ran their CUDA kernels
+or fell back to the reference (SMALLGAN_OPS_IMPL=ref, failed build or check).
 """
 
 import os
@@ -145,8 +148,10 @@ def time_steps(ctx, task, steps: int, warmup: int) -> dict:
     rank, world = accelerator.process_index, accelerator.num_processes
     cuda = accelerator.device.type == "cuda"
 
+    last_logs = {}
+
     def run(step: int) -> None:
-        task.train_step(ctx.data.batch(step, rank, world), step)
+        last_logs.update(task.train_step(ctx.data.batch(step, rank, world), step) or {})
 
     for step in range(warmup):
         run(step)
@@ -167,12 +172,19 @@ def time_steps(ctx, task, steps: int, warmup: int) -> dict:
         peak_mb, kind = torch.cuda.max_memory_allocated() / 2**20, "cuda_allocated"
     else:
         peak_mb, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cpu_rss"
+    losses = [torch.as_tensor(v, dtype=torch.float32) for k, v in last_logs.items() if k.startswith("Loss/")]
+    extra = {}
+    if cuda:
+        from ops import _dispatch
+        extra["ops_impl"] = "cuda" if _dispatch.use_cuda(torch.empty(0, device=accelerator.device), None) else "ref"
     return {
         "img_per_s": round(images / seconds, 3),
         "sec_per_kimg": round(seconds * 1000 / images, 3),
         "peak_mem_mb": round(peak_mb, 1),
         "params_G": params["G"],
         "params_D": params["D"],
+        "losses_finite": bool(all(torch.isfinite(v).all() for v in losses)),
+        **extra,
         "peak_mem_kind": kind,
         "model": task.name,
         "device": torch.cuda.get_device_name() if cuda else f"cpu ({torch.get_num_threads()} threads)",

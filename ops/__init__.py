@@ -2,7 +2,8 @@
 
 Every op has a pure-PyTorch reference (`impl='ref'`) and a CUDA kernel
 (`impl='cuda'`); `impl=None` picks CUDA for GPU tensors when the extension
-builds. Set SMALLGAN_OPS_IMPL=ref to force the reference. See docs/ops.md.
+builds and its kernels pass their first-use check against the reference. Set
+SMALLGAN_OPS_IMPL=ref to force the reference. See docs/ops.md.
 """
 
 from ops.bias_act import activation_funcs, bias_act

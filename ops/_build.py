@@ -17,8 +17,11 @@ leaves nothing that blocks the next start; its temporary folder is removed by
 the next build. Waiting is bounded (SMALLGAN_OPS_BUILD_TIMEOUT seconds).
 
 When the extension cannot be had (no GPU, PyTorch without CUDA, no nvcc,
-ninja or C++ compiler, or a failed build), `load()` returns None and the ops
-use the PyTorch reference; ops/_dispatch.py warns once with the reason.
+ninja or C++ compiler, a TORCH_CUDA_ARCH_LIST with no code for this GPU, or a
+failed build), `load()` raises BuildUnavailable and the ops use the PyTorch
+reference; ops/_dispatch.py warns once with the reason. A build that loads
+is then checked against the reference before its first use
+(ops/_selfcheck.py).
 """
 
 from __future__ import annotations
@@ -69,10 +72,8 @@ def find_cuda_home() -> str | None:
     """The CUDA toolkit root: $CUDA_HOME or $CUDA_PATH, else the one that
     holds nvcc and the CUDA headers. (torch's own guess takes the parent of
     whatever `nvcc` is on PATH, which is wrong when that is a wrapper script.)"""
-    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
-    if candidates[0] or candidates[1]:
-        candidates = [c for c in candidates if c]
-    else:
+    candidates = [c for c in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")) if c]
+    if not candidates:
         nvcc = shutil.which("nvcc")
         if nvcc:
             candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
@@ -93,22 +94,51 @@ def default_arch_list() -> str:
     return f"{major}.{minor}"
 
 
-def arch_flags(arch_list: str) -> list[str]:
-    """nvcc -gencode flags for an arch list like '8.6;9.0+PTX' or '9.0a'."""
-    flags = []
+def parse_arch_list(arch_list: str) -> list[tuple[int, int, str, bool]]:
+    """(major, minor, suffix 'a'/'f'/'', with PTX) for each entry of an arch
+    list like '8.6;9.0+PTX' or '9.0a'."""
+    entries = []
     for entry in re.split(r"[;\s,]+", arch_list.strip()):
         if not entry:
             continue
         match = re.fullmatch(r"(\d+)\.(\d+)([af]?)(\+PTX)?", entry)
         if not match:
             raise BuildUnavailable(f"cannot parse CUDA architecture {entry!r} (expected e.g. '9.0' or '8.6+PTX')")
-        arch = f"{match[1]}{match[2]}{match[3]}"
-        flags.append(f"-gencode=arch=compute_{arch},code=sm_{arch}")
-        if match[4]:
-            flags.append(f"-gencode=arch=compute_{arch},code=compute_{arch}")
-    if not flags:
+        entries.append((int(match[1]), int(match[2]), match[3], bool(match[4])))
+    if not entries:
         raise BuildUnavailable("empty CUDA architecture list")
+    return entries
+
+
+def arch_flags(arch_list: str) -> list[str]:
+    """nvcc -gencode flags for an arch list like '8.6;9.0+PTX' or '9.0a'."""
+    flags = []
+    for major, minor, suffix, ptx in parse_arch_list(arch_list):
+        arch = f"{major}{minor}{suffix}"
+        flags.append(f"-gencode=arch=compute_{arch},code=sm_{arch}")
+        if ptx:
+            flags.append(f"-gencode=arch=compute_{arch},code=compute_{arch}")
     return flags
+
+
+def check_arch_list(arch_list: str, capability: tuple[int, int]) -> None:
+    """Raises BuildUnavailable when nothing built for `arch_list` can run on a
+    GPU of compute `capability`, instead of a build whose every launch fails
+    with "no kernel image is available for execution on the device".
+
+    Machine code for X.Y runs on X.Z with Z >= Y ('a' code only on X.Y
+    itself); PTX for X.Y is compiled by the driver for any later GPU.
+    """
+    major, minor = capability
+    for arch_major, arch_minor, suffix, ptx in parse_arch_list(arch_list):
+        if ptx and (arch_major, arch_minor) <= (major, minor):
+            return
+        if arch_major == major and (arch_minor == minor or (arch_minor < minor and suffix != "a")):
+            return
+    raise BuildUnavailable(
+        f"TORCH_CUDA_ARCH_LIST={arch_list!r} has no code that runs on this GPU (compute capability "
+        f"{major}.{minor}); add '{major}.{minor}' to it or unset it"
+    )
 
 
 def build_key(arch_list: str, cuda_home: str) -> str:
@@ -255,12 +285,25 @@ def check_prerequisites() -> str:
         raise BuildUnavailable("no CUDA toolkit found (nvcc and headers); set CUDA_HOME")
     import torch.utils.cpp_extension as cpp
 
+    _put_python_scripts_on_path()
     if not cpp.is_ninja_available():
         raise BuildUnavailable("ninja is not installed (pip install ninja)")
     compiler = os.environ.get("CXX", "c++")
     if shutil.which(compiler) is None:
         raise BuildUnavailable(f"no C++ compiler ({compiler!r} not found)")
     return cuda_home
+
+
+def _put_python_scripts_on_path() -> None:
+    """Puts the folder of this Python's scripts on PATH when it is missing.
+
+    pip installs ninja there; a virtual environment used without activating
+    it (its python3 called by full path) otherwise has ninja but no way for
+    torch.utils.cpp_extension to find it.
+    """
+    scripts = os.path.dirname(sys.executable)
+    if shutil.which("ninja") is None and os.path.isfile(os.path.join(scripts, "ninja")):
+        os.environ["PATH"] = scripts + os.pathsep + os.environ.get("PATH", "")
 
 
 _module = None
@@ -278,6 +321,7 @@ def load():
     try:
         cuda_home = check_prerequisites()
         arch_list = default_arch_list()
+        check_arch_list(arch_list, torch.cuda.get_device_capability())
         key = build_key(arch_list, cuda_home)
         name = module_name(key)
         target = os.path.join(cache_root(), key)

@@ -107,22 +107,25 @@ def _upfirdn2d_setup_context(ctx, inputs, output):
     ctx.out_hw = (output.shape[2], output.shape[3])
 
 
-def _upfirdn2d_backward(ctx, dy):
-    (f,) = ctx.saved_tensors
-    up_x, up_y, down_x, down_y, pad_x0, pad_y0, flip_filter, gain = ctx.args
-    in_h, in_w = ctx.in_hw
-    out_h, out_w = ctx.out_hw
-    fh, fw = (f.shape[0], f.shape[0]) if f.dim() == 1 else f.shape
-    # The adjoint: zero-insert dy by `down`, correlate with the mirrored
-    # filter, keep every `up`-th pixel. The padding puts input pixel 0 where
-    # the forward read it and covers the input exactly.
+def upfirdn2d_adjoint_args(f_hw, in_hw, out_hw, up_x, up_y, down_x, down_y, pad_x0, pad_y0, flip_filter, gain):
+    """The upfirdn2d arguments (after x and f) whose result is the gradient of
+    an upfirdn2d from in_hw to out_hw: zero-insert dy by `down`, correlate with
+    the mirrored filter, keep every `up`-th pixel. The padding puts input
+    pixel 0 where the forward read it and covers the input exactly."""
+    (fh, fw), (in_h, in_w), (out_h, out_w) = f_hw, in_hw, out_hw
     pad = [
         fw - pad_x0 - 1,
         in_w * up_x - out_w * down_x + pad_x0 - up_x + 1,
         fh - pad_y0 - 1,
         in_h * up_y - out_h * down_y + pad_y0 - up_y + 1,
     ]
-    dx = upfirdn2d_op(dy, f, down_x, down_y, up_x, up_y, *pad, not flip_filter, gain)
+    return (down_x, down_y, up_x, up_y, *pad, not flip_filter, gain)
+
+
+def _upfirdn2d_backward(ctx, dy):
+    (f,) = ctx.saved_tensors
+    f_hw = (f.shape[0], f.shape[0]) if f.dim() == 1 else tuple(f.shape)
+    dx = upfirdn2d_op(dy, f, *upfirdn2d_adjoint_args(f_hw, ctx.in_hw, ctx.out_hw, *ctx.args))
     return (dx,) + (None,) * 11
 
 

@@ -32,7 +32,8 @@ def use_cuda(x: torch.Tensor, impl: str | None) -> bool:
 
     Only a CUDA tensor with impl 'cuda' or None asks for it, so CPU-only use
     never starts a build; the first such request builds (or loads) the
-    extension, and when that is impossible warns once why and returns False.
+    extension and checks its kernels against the reference
+    (ops/_selfcheck.py); when either fails it warns once why and returns False.
     """
     if impl not in (None, "cuda", "ref"):
         raise ValueError(f"impl must be 'cuda', 'ref' or None, got {impl!r}")
@@ -43,12 +44,13 @@ def use_cuda(x: torch.Tensor, impl: str | None) -> bool:
 
 @torch.compiler.assume_constant_result
 def extension_available() -> bool:
-    """Whether the compiled extension can be used; warns once when it cannot."""
+    """Whether the compiled extension can be used (it builds, and its kernels
+    passed their first-use check); warns once when it cannot."""
     global _warned
-    from ops import _build
+    from ops import _build, _selfcheck
 
     try:
-        _build.load()
+        _selfcheck.verify_once(_build.load())
         return True
     except _build.BuildUnavailable as e:
         if not _warned:

@@ -49,7 +49,7 @@ def bias_act(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None, 
 
     Args:
         x:     Input tensor of any shape and memory format.
-        b:     Bias, shape [x.shape[dim]], or None.
+        b:     Bias, shape [x.shape[dim]] on x's device, or None.
         dim:   Dimension of x that b runs along.
         act:   'linear', 'relu', 'lrelu', 'tanh', 'sigmoid', 'elu', 'selu',
                'softplus' or 'swish' (x * sigmoid(x)).
@@ -74,6 +74,8 @@ def bias_act(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=None, 
     if b is not None:
         if b.ndim != 1 or b.shape[0] != x.shape[dim]:
             raise ValueError(f"bias of shape {tuple(b.shape)} does not match dim {dim} of input {tuple(x.shape)}")
+        if b.device != x.device:
+            raise ValueError(f"bias_act: b is on {b.device} but x is on {x.device}; put both on one device")
     if _dispatch.use_cuda(x, impl):
         from ops import _custom
 

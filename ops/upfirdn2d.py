@@ -113,7 +113,8 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, gain=1, flip_filter=False, impl=Non
     Args:
         x:           [N, C, H, W] tensor (any memory format).
         f:           Filter: None (identity), 1-D [taps] (the separable filter
-                     outer(f, f)) or 2-D [height, width]. Not differentiated.
+                     outer(f, f)) or 2-D [height, width]. On x's device;
+                     not differentiated.
         up:          Upsampling factor, int or [x, y]: `up - 1` zeros are
                      inserted after every pixel.
         down:        Downsampling factor, int or [x, y]: every `down`-th pixel
@@ -131,6 +132,10 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, gain=1, flip_filter=False, impl=Non
     """
     if x.ndim != 4:
         raise ValueError(f"upfirdn2d expects a 4-D [N, C, H, W] input, got shape {tuple(x.shape)}")
+    if f is not None and f.device != x.device:
+        # Moving it silently would copy the filter to the GPU on every call.
+        raise ValueError(f"upfirdn2d: the filter is on {f.device} but x is on {x.device}; "
+                         f"make it with setup_filter(..., device=x.device) or register it as a buffer")
     upx, upy = _parse_scaling(up)
     downx, downy = _parse_scaling(down)
     padx0, padx1, pady0, pady1 = _parse_padding(padding)

@@ -24,7 +24,7 @@ import pytest
 import torch
 
 import ops
-from ops import _build, _dispatch
+from ops import _build, _dispatch, _selfcheck
 from ops.bias_act import _bias_act_ref, activation_funcs
 from ops.upfirdn2d import _upfirdn2d_ref
 
@@ -234,6 +234,176 @@ def test_emulated_bias_act_kernel_matches_autograd(emulator, act, clamp):
     x32 = x.float()
     expected = _bias_act_ref(x32, None, dim, act, alpha, gain, clamp)
     torch.testing.assert_close(emulate_bias_act(emulator, x32, None, None, order=0, **kwargs), expected)
+
+
+def test_upfirdn2d_size_check_allows_64bit_offsets(emulator):
+    # The kernel addresses memory with 64-bit offsets: only single images,
+    # the plane count and image coordinates must fit 32 bits.
+    def fits(n, c, h, w, up=1, down=1, pad=0, taps=4):
+        out = (h * up + 2 * pad - taps + down) // down, (w * up + 2 * pad - taps + down) // down
+        ints = (ctypes.c_int64 * 16)(n, c, h, w, *out, up, up, down, down, pad, pad, taps, taps, 0, 0)
+        return bool(emulator.sg_upfirdn2d_sizes_fit(ints))
+
+    assert fits(64, 512, 256, 256)  # 2^31 elements: refused before, fine now
+    assert fits(1024, 1024, 128, 128, up=2, pad=2)  # 2^34 elements in, 2^36 out
+    assert fits(1, 1, 40000, 40000, down=2, pad=1)  # 1.6e9 pixels in one image
+    assert not fits(1, 1, 50000, 50000)  # one image of more than 2^31 pixels
+    assert not fits(2**16, 2**15, 4, 4)  # 2^31 planes
+    assert not fits(1, 1, 2, 2**30, up=2, pad=1)  # upsampled coordinates past 2^31
+
+
+class EmulatedExtension:
+    """The two bindings of the compiled extension (ops/csrc/ops.cpp), run by
+    the CPU emulation of the kernels; float16/bfloat16 go through float32."""
+
+    def __init__(self, lib):
+        self.lib = lib
+
+    def upfirdn2d(self, x, f, y, up_x, up_y, down_x, down_y, pad_x0, pad_y0, flip_filter, gain):
+        fw = f.shape[-1]
+        fh = f.shape[0]
+        # The binding gets no far-side padding: the output size implies it.
+        pad_x1 = y.shape[3] * down_x - x.shape[3] * up_x - pad_x0 + fw - down_x
+        pad_y1 = y.shape[2] * down_y - x.shape[2] * up_y - pad_y0 + fh - down_y
+        wide = x if x.dtype == torch.float64 else x.float()
+        result, _, violations = emulate_upfirdn2d(self.lib, wide, f, (up_x, up_y), (down_x, down_y),
+                                                  (pad_x0, pad_x1, pad_y0, pad_y1), flip_filter, gain)
+        assert violations == 0 and result.shape == y.shape
+        y.copy_(result)
+
+    def bias_act(self, x, b, dy, out, dim, act, order, alpha, gain, clamp):
+        (name,) = [n for n, spec in activation_funcs.items() if spec.code == act]
+
+        def wide(t):
+            return t if t is None or t.dtype == torch.float64 else t.float()
+
+        out.copy_(emulate_bias_act(self.lib, wide(x), wide(b), wide(dy), dim, name, alpha, gain, clamp, order))
+
+
+def test_self_check_passes_on_the_emulated_kernels(emulator):
+    _selfcheck.verify(EmulatedExtension(emulator), torch.device("cpu"))
+    # in whatever mode the first op call happens
+    with torch.inference_mode():
+        _selfcheck.verify(EmulatedExtension(emulator), torch.device("cpu"), dtypes=(torch.float32,))
+
+
+class WrongFilterOrientation(EmulatedExtension):
+    def upfirdn2d(self, x, f, y, *args):
+        super().upfirdn2d(x, f, y, *args[:-2], not args[-2], args[-1])
+
+
+class SkipsLastPixel(EmulatedExtension):
+    def upfirdn2d(self, x, f, y, *args):
+        last = y[..., -1, -1].clone()
+        super().upfirdn2d(x, f, y, *args)
+        y[..., -1, -1] = last
+
+
+class FirstDerivativeForSecond(EmulatedExtension):
+    def bias_act(self, x, b, dy, out, dim, act, order, *args):
+        super().bias_act(x, b, dy, out, dim, act, min(order, 1), *args)
+
+
+class WrongHalfPrecision(EmulatedExtension):
+    def bias_act(self, x, b, dy, out, *args):
+        super().bias_act(x, b, dy, out, *args)
+        if out.dtype == torch.bfloat16:
+            out.mul_(1.1)
+
+
+class NoKernelImage(EmulatedExtension):
+    def upfirdn2d(self, *args):
+        raise RuntimeError("smallgan ops: upfirdn2d launch failed: no kernel image is available for execution "
+                           "on the device")
+
+
+@pytest.mark.parametrize("broken,message", [
+    (WrongFilterOrientation, "upfirdn2d mixed forward float32: relative error"),
+    (SkipsLastPixel, "upfirdn2d upsample2d forward float32: 6 of 720 values are NaN"),
+    (FirstDerivativeForSecond, "bias_act lrelu derivative 2 float32: relative error"),
+    (WrongHalfPrecision, "bias_act lrelu forward bfloat16: relative error"),
+    (NoKernelImage, "upfirdn2d upsample2d forward float32: smallgan ops: upfirdn2d launch failed: no kernel image"),
+], ids=lambda v: v.__name__ if isinstance(v, type) else "")
+def test_self_check_catches_broken_kernels(emulator, broken, message):
+    with pytest.raises(_selfcheck.KernelCheckFailed) as failure:
+        _selfcheck.verify(broken(emulator), torch.device("cpu"))
+    assert str(failure.value).startswith(message), failure.value
+
+
+def test_failed_self_check_falls_back_with_one_warning(monkeypatch):
+    checks = []
+
+    def failing_check(module, device):
+        checks.append(device)
+        raise _selfcheck.KernelCheckFailed("upfirdn2d upsample2d forward float32: relative error 3.1e-01")
+
+    monkeypatch.setattr(_build, "load", lambda: "the extension")
+    monkeypatch.setattr(_selfcheck, "verify", failing_check)
+    monkeypatch.setattr(_selfcheck, "_passed", False)
+    monkeypatch.setattr(_selfcheck, "_failure", None)
+    monkeypatch.setattr(_dispatch, "_warned", False)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Test GPU")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert not _dispatch.extension_available()
+        assert not _dispatch.extension_available()
+    assert checks == [torch.device("cuda", 0)]  # checked once, the failure remembered
+    (message,) = [str(w.message) for w in caught]
+    assert "reference instead of the CUDA kernels" in message
+    assert "first-use check on Test GPU (compute capability 9.0): upfirdn2d upsample2d forward float32" in message
+
+    # A passing check is also made once, and the CUDA path is used.
+    monkeypatch.setattr(_selfcheck, "_failure", None)
+    monkeypatch.setattr(_selfcheck, "verify", lambda module, device: checks.append(device))
+    assert _dispatch.extension_available() and _dispatch.extension_available()
+    assert len(checks) == 2
+
+
+def test_self_check_runs_when_first_reached_inside_torch_compile(emulator, monkeypatch):
+    # Under torch.compile the first op call may come while dynamo traces: the
+    # check then runs as Python at trace time, with real tensors and autograd.
+    compiling = []
+
+    def check_on_cpu(module, device):
+        compiling.append(torch.compiler.is_compiling())
+        verify(module, torch.device("cpu"), dtypes=(torch.float32,))
+
+    verify = _selfcheck.verify
+    monkeypatch.setattr(_build, "load", lambda: EmulatedExtension(emulator))
+    monkeypatch.setattr(_selfcheck, "verify", check_on_cpu)
+    monkeypatch.setattr(_selfcheck, "_passed", False)
+    monkeypatch.setattr(_selfcheck, "_failure", None)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+
+    def step(x):
+        with torch.no_grad():
+            return x * 2 if _dispatch.extension_available() else x - 1
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = torch.compile(step, fullgraph=True, backend="aot_eager")(torch.ones(3))
+    assert torch.equal(result, torch.full((3,), 2.0)) and compiling == [True]
+    assert not [w for w in caught if "smallgan ops" in str(w.message)]
+
+
+def test_arch_list_must_cover_the_device():
+    for arch_list in ("9.0", "8.0;9.0", "8.0 9.0a", "8.0+PTX", "7.5;8.6+PTX", "9.0f"):
+        _build.check_arch_list(arch_list, (9, 0))
+    _build.check_arch_list("8.0", (8, 6))  # sm_80 machine code runs on 8.6
+    for arch_list, capability in [("8.0;8.6", (9, 0)), ("9.0", (8, 0)), ("9.0+PTX", (8, 9)), ("8.6a", (8, 9)),
+                                  ("10.0", (9, 0))]:
+        with pytest.raises(_build.BuildUnavailable, match="has no code that runs on this GPU"):
+            _build.check_arch_list(arch_list, capability)
+
+
+def test_tensor_arguments_must_be_on_the_input_device():
+    x = torch.randn(1, 2, 4, 4)
+    with pytest.raises(ValueError, match="b is on meta but x is on cpu"):
+        ops.bias_act(x, torch.zeros(2, device="meta"), act="lrelu")
+    with pytest.raises(ValueError, match="the filter is on meta but x is on cpu"):
+        ops.upfirdn2d(x, ops.setup_filter([1, 3, 3, 1], device="meta"), up=2)
 
 
 # ----------------------------------------------------------------------------

@@ -435,7 +435,7 @@ def test_train_speed_benchmark(tiny_run):
     assert report["model"] == "stylegan2" and report["batch_size"] == 4 and report["steps"] == 2
     assert report["img_per_s"] > 0 and report["img_per_s"] * report["sec_per_kimg"] == pytest.approx(1000, rel=1e-2)
     assert (report["params_G"], report["params_D"]) == (checkpoint["params"]["G"], checkpoint["params"]["D"])
-    assert report["peak_mem_mb"] > 0
+    assert report["peak_mem_mb"] > 0 and report["losses_finite"] is True
 
 
 def test_bad_config_is_one_line_exit_2(tmp_path):

@@ -108,6 +108,12 @@ int sg_emulate_upfirdn2d_f32(const float* x, const float* f, float* y, const int
   return emulate_upfirdn2d<float, float>(x, f, y, ints, strides, gain, max_grid_y, plan);
 }
 
+// The size check ops.cpp makes before a launch; ints as in sg_emulate_upfirdn2d (f_separable, flip_filter unused).
+int sg_upfirdn2d_sizes_fit(const int64_t* ints) {
+  return upfirdn2d_sizes_fit(ints[0], ints[1], ints[2], ints[3], ints[4], ints[5], ints[6], ints[7], ints[8], ints[9],
+                             ints[10], ints[11], ints[12], ints[13]);
+}
+
 void sg_emulate_bias_act_f64(const double* x, const double* b, const double* dy, double* out, int64_t numel,
                              int64_t dim_stride, int64_t dim_size, int act, int order, double alpha, double gain,
                              double clamp) {

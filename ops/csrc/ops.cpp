@@ -35,14 +35,18 @@ void check_launch(cudaError_t err, const char* what) {
 void upfirdn2d(const at::Tensor& x, const at::Tensor& f, const at::Tensor& y, int64_t up_x, int64_t up_y, int64_t down_x,
                int64_t down_y, int64_t pad_x0, int64_t pad_y0, bool flip_filter, double gain) {
   TORCH_CHECK(x.is_cuda() && f.is_cuda() && y.is_cuda(), "upfirdn2d: tensors must be on a CUDA device");
+  TORCH_CHECK(f.device() == x.device() && y.device() == x.device(), "upfirdn2d: f is on ", f.device(), " and y on ",
+              y.device(), ", but x is on ", x.device(), "; put every tensor on one device");
   TORCH_CHECK(x.dim() == 4 && y.dim() == 4 && (f.dim() == 1 || f.dim() == 2), "upfirdn2d: expected 4-D x and y, 1-D or 2-D f");
   TORCH_CHECK(x.scalar_type() == y.scalar_type(), "upfirdn2d: x and y dtypes differ");
   TORCH_CHECK(f.scalar_type() == (x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat) && f.is_contiguous(),
               "upfirdn2d: f must be contiguous float32 (float64 for float64 input)");
   TORCH_CHECK(up_x >= 1 && up_y >= 1 && down_x >= 1 && down_y >= 1, "upfirdn2d: bad up/down");
   TORCH_CHECK(y.size(0) == x.size(0) && y.size(1) == x.size(1), "upfirdn2d: y has the wrong batch or channels");
-  TORCH_CHECK(x.numel() < INT32_MAX && y.numel() < INT32_MAX && x.size(0) * x.size(1) < INT32_MAX,
-              "upfirdn2d: tensor too large");
+  TORCH_CHECK(upfirdn2d_sizes_fit(x.size(0), x.size(1), x.size(2), x.size(3), y.size(2), y.size(3), up_x, up_y, down_x,
+                                  down_y, pad_x0, pad_y0, f.size(0), f.size(f.dim() - 1)),
+              "upfirdn2d: input ", x.sizes(), " is too large for the kernel's 32-bit image coordinates (at most 2^31 "
+              "pixels per image and 2^31 images x channels); split the batch or use impl='ref'");
   if (y.numel() == 0) return;
 
   Upfirdn2dParams p = {};
@@ -82,6 +86,9 @@ void upfirdn2d(const at::Tensor& x, const at::Tensor& f, const at::Tensor& y, in
 void bias_act(const at::Tensor& x, const std::optional<at::Tensor>& b, const std::optional<at::Tensor>& dy,
               const at::Tensor& out, int64_t dim, int64_t act, int64_t order, double alpha, double gain, double clamp) {
   TORCH_CHECK(x.is_cuda() && out.is_cuda(), "bias_act: tensors must be on a CUDA device");
+  TORCH_CHECK(out.device() == x.device() && (!b.has_value() || !b->defined() || b->device() == x.device()) &&
+                  (!dy.has_value() || !dy->defined() || dy->device() == x.device()),
+              "bias_act: every tensor must be on x's device (", x.device(), ")");
   TORCH_CHECK(x.is_non_overlapping_and_dense(), "bias_act: x must be dense");
   TORCH_CHECK(out.strides() == x.strides() && out.sizes() == x.sizes() && out.scalar_type() == x.scalar_type(),
               "bias_act: out must match x");

@@ -52,6 +52,23 @@ SG_HD int upfirdn2d_tile_in(int tile_out, int down, int f, int up) {
   return ((tile_out - 1) * down + f - 1) / up + 1;
 }
 
+// Whether the kernel's 32-bit index arithmetic covers a call. Memory is
+// addressed with 64-bit offsets (the int64_t strides times each index), so
+// the element count of the tensors is not limited; what must fit an int are
+// the (n, c) plane count, a plane's pixel count (which bounds the tile count,
+// the grid's x size) and the positions in the upsampled, padded image that
+// upfirdn2d_tile and upfirdn2d_compute form (out * down - pad, in * up + pad).
+inline bool upfirdn2d_sizes_fit(int64_t batch, int64_t channels, int64_t in_h, int64_t in_w, int64_t out_h,
+                                int64_t out_w, int64_t up_x, int64_t up_y, int64_t down_x, int64_t down_y,
+                                int64_t pad_x0, int64_t pad_y0, int64_t f_h, int64_t f_w) {
+  const int64_t limit = 2147483647;  // INT32_MAX
+  const int64_t pad = (pad_x0 < 0 ? -pad_x0 : pad_x0) + (pad_y0 < 0 ? -pad_y0 : pad_y0);
+  const int64_t span_x = (out_w * down_x > in_w * up_x ? out_w * down_x : in_w * up_x) + pad + f_w;
+  const int64_t span_y = (out_h * down_y > in_h * up_y ? out_h * down_y : in_h * up_y) + pad + f_h;
+  return batch * channels < limit && out_h * out_w < limit && in_h * in_w < limit && span_x < limit &&
+         span_y < limit;
+}
+
 inline int upfirdn2d_pow2_at_least(int v, int cap) {
   int p = 1;
   while (p < v && p < cap) p *= 2;
