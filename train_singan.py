@@ -98,7 +98,7 @@ class SinGANModel:
 
     def validate(self):
         check(self.channels >= 1, "model.channels", "a positive integer")
-        check(self.max_channels >= self.channels, "model.max_channels", f"an integer >= model.channels")
+        check(self.max_channels >= self.channels, "model.max_channels", "an integer >= model.channels")
         check(self.double_every >= 1, "model.double_every", "a positive integer")
         check(self.layers >= 2, "model.layers", "an integer >= 2")
 
