@@ -24,7 +24,8 @@ training is alive in another process (its lock file is held) is left alone.
 `--jobs N` trains N variants at once with `--threads` threads each (default:
 the CPU cores divided by N, at least 1). After each variant, and at the end,
 DIR/report.md is rewritten by benchmarks/compare.py's report over every
-variant that has evaluations, finished or not.
+variant that has evaluations, finished or not. Progress (kimg of all variants
+together, with an ETA) goes to stderr; each training's own output to its train.log.
 """
 
 import os
@@ -46,6 +47,7 @@ import yaml
 from benchmarks import compare
 from benchmarks.train_speed import config_class, script_module
 from training.config import ConfigError, build_config, exit_with_error
+from training.progress import Progress, write
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = ("stylegan2", "sagan")  # the models scored with FID; SinGAN learns one image
@@ -167,7 +169,7 @@ def trained_kimg(run_dir: str) -> float:
     path = os.path.join(run_dir, "checkpoints", "last.pt")
     if not os.path.isfile(path):
         return 0.0
-    return float(torch.load(path, map_location="cpu", weights_only=True)["kimg"])
+    return float(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["kimg"])  # mmap: no tensor is read
 
 
 def copy_check_path(run_dir: str) -> str:
@@ -231,9 +233,13 @@ def run_variant(plan: Plan, variant: Variant, out: str, threads: int) -> str:
         lock.release()
 
 
-def run_study(plan: Plan, out: str, jobs: int, threads: int) -> list[str]:
-    """Every unfinished variant, `jobs` at a time, in plan order; the report after each one."""
-    report_lock = threading.Lock()
+def run_study(plan: Plan, out: str, jobs: int, threads: int, poll_s: float = 10.0) -> list[str]:
+    """Every unfinished variant, `jobs` at a time, in plan order; the report after each one.
+
+    A bar counts the kimg of all variants together (read from their checkpoints every `poll_s`
+    seconds), so the study shows its pace and ETA while the trainings write to their own logs.
+    """
+    report_lock, finished = threading.Lock(), threading.Event()
     failures = []
 
     def one(variant: Variant) -> None:
@@ -242,15 +248,28 @@ def run_study(plan: Plan, out: str, jobs: int, threads: int) -> list[str]:
         except StudyError as e:
             message = f"{variant.name}: FAILED: {e}"
             failures.append(message)
-        print(message, flush=True)
+        write(message)
         with report_lock:
             try:
                 write_study_report(plan, out)
             except Exception as e:  # a report problem must not stop hours of training; the final one reports it
-                print(f"report not written yet: {type(e).__name__}: {e}", flush=True)
+                write(f"report not written yet: {type(e).__name__}: {e}")
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        list(pool.map(one, plan.variants))
+    def kimg_done() -> float:
+        return sum(min(trained_kimg(os.path.join(out, v.name)), plan.kimg) for v in plan.variants)
+
+    with Progress("study", total=plan.kimg * len(plan.variants), unit="kimg", done=kimg_done()) as bar:
+        def watch() -> None:
+            while not finished.wait(poll_s):
+                bar.set(kimg_done())
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            list(pool.map(one, plan.variants))
+        finished.set()
+        watcher.join()
+        bar.set(kimg_done())
     return failures
 
 

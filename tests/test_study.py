@@ -73,6 +73,7 @@ def test_variants_run_side_by_side_with_bases_and_one_report(tmp_path):
     out = tmp_path / "study"
     result = run_script("benchmarks/study.py", ["--plan", plan, "--out", str(out), "--jobs", "2"])
     assert sorted(re.findall(r"^(\S+): finished now$", result.stdout, re.M)) == ["sg", "sg-ada"]
+    assert re.search(r"^study: 0\.064/0\.064 kimg 100\.0% .*done in", result.stderr, re.M), result.stderr
 
     configs = {name: yaml.safe_load((out / name / "config.yaml").read_text()) for name in variants}
     assert configs["sg"]["train"]["r1_gamma"] == configs["sg-ada"]["train"]["r1_gamma"] == 0.5  # inherited
