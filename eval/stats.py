@@ -96,7 +96,8 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     with np.errstate(divide="ignore", invalid="ignore"):
         between = weight_low * weight_high * (mass_low / weight_low - mass_high / weight_high) ** 2
     between[~np.isfinite(between)] = -1
-    return float(edges[int(np.argmax(between)) + 1])
+    best = np.flatnonzero(between >= between.max() * (1 - 1e-9))  # an empty gap between classes: its middle
+    return float(edges[(best[0] + best[-1]) // 2 + 1])
 
 
 def radial_power_spectrum(frames: np.ndarray) -> np.ndarray:
