@@ -12,8 +12,9 @@ it from existing run folders (config.yaml, metrics.jsonl, tb/, samples/,
 checkpoints/last.pt) without training.
 
 The report (report.md + PNG figures) holds FID and KID against kimg, sample
-grids beside real images, throughput, peak GPU memory, parameter counts and
-the training wall-clock needed to reach FID thresholds.
+grids beside real images, throughput, peak GPU memory, parameter counts, the
+training wall-clock needed to reach FID thresholds and the physics statistics
+in data units (eval/stats.py) beside their real-vs-real floors.
 """
 
 import argparse
@@ -139,9 +140,10 @@ def plot_samples(runs: list[dict], path: str) -> None:
 
     from training.data import load_images
     from training.images import make_grid
+    from training.normalize import normalization_from_config
 
     data = runs[0]["config"]["data"]
-    real = load_images(data["path"], data["resolution"], data["channels"])
+    real = normalization_from_config(data).to_uint8(load_images(data["path"], data["resolution"], data["channels"]))
     panels = [("real", make_grid(real[torch.randperm(len(real), generator=torch.Generator().manual_seed(0))[:64]]))]
     panels += [(label(run), np.asarray(Image.open(run["last_samples"])))
                for run in runs if run["last_samples"]]
@@ -159,6 +161,21 @@ def fmt(value, digits: int = 1, scale: float = 1.0) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     return f"{value * scale:,.{digits}f}"
+
+
+def stats_section(runs: list[dict]) -> list[str]:
+    """The physics statistics (eval/stats.py) of each run's last evaluation, each beside its real-vs-real floor."""
+    from eval.stats import STATISTICS
+    finals = [(run, run["records"][-1]["stats"]) for run in runs if "stats" in run["records"][-1]]
+    if not finals:
+        return []
+    lines = ["## Statistics in data units", "",
+             "| statistic, last evaluation (real-vs-real floor) | " + " | ".join(label(r) for r, _ in finals) + " |",
+             "|" + " --- |" * (1 + len(finals))]
+    lines += [f"| {name} | " + " | ".join(f"{fmt(stats[key], 3)} ({fmt(stats['floor'][key], 3)})"
+                                        for _, stats in finals) + " |" for key, name in STATISTICS.items()]
+    return lines + ["", "Lower is better; a value near its floor means the samples differ from the real frames no "
+                        "more than two halves of the real frames differ from each other (docs/data.md).", ""]
 
 
 def write_report(runs: list[dict], out_dir: str) -> str:
@@ -186,7 +203,7 @@ def write_report(runs: list[dict], out_dir: str) -> str:
             f"| {fmt(throughput['img_per_s'])} | {fmt(throughput['sec_per_kimg'], 2)} "
             f"| {fmt(throughput['peak_gpu_mem_mb'], 0)} | "
             + " | ".join("not reached" if t is None else f"{t / 60:.1f} min" for t in times) + " |")
-    lines += ["", "![FID against kimg](fid.png)", "", "![KID against kimg](kid.png)", "",
+    lines += ["", *stats_section(runs), "![FID against kimg](fid.png)", "", "![KID against kimg](kid.png)", "",
               "![Real images and samples](samples.png)", "",
               "Times are training wall-clock (evaluation included) to the first evaluation at or below the "
               "threshold. img/s and s/kimg are medians over the run's logging windows. With ~300 real images "

@@ -171,7 +171,8 @@ class FrameStatistics:
                                       frame_features(self.real[halves[half:2 * half]], self.threshold))
 
     def report(self, fake_frames) -> dict:
-        """{statistic: generated vs real, ..., "floor": {statistic: half vs half}, "threshold", "num_real", "num_fake"}."""
+        """{statistic: generated vs real, ..., "floor": {statistic: half vs half}, "threshold", "num_real",
+        "num_fake"}."""
         fake = single_channel(fake_frames)
         return {**compare_features(self.real_features, frame_features(fake, self.threshold)), "floor": self.floor,
                 "threshold": self.threshold, "num_real": len(self.real), "num_fake": len(fake)}

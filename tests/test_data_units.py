@@ -167,7 +167,8 @@ def test_mappings_send_the_range_to_minus_one_and_one_and_invert(kind):
     assert normalization.low == 0.0
     assert normalization.high == pytest.approx(np.percentile(frames.numpy(), 99.0))
     x = normalization.forward(frames)
-    transform = {"linear": lambda v: v, "log1p": lambda v: np.log1p(v / 10), "asinh": lambda v: np.arcsinh(v / 10)}[kind]
+    transform = {"linear": lambda v: v, "log1p": lambda v: np.log1p(v / 10),
+                 "asinh": lambda v: np.arcsinh(v / 10)}[kind]
     values = frames.double().numpy()
     t_low, t_high = transform(normalization.low), transform(normalization.high)
     np.testing.assert_allclose(x.numpy(), (transform(values) - t_low) / (t_high - t_low) * 2 - 1, atol=2e-6)
