@@ -76,8 +76,9 @@ class ImageFiles:
     `path` is a folder (recursive), a .zip or one image, listed in the same
     order as training data. Each image becomes RGB through PIL's `convert`
     (8-bit grayscale stays one channel and is replicated on the device: the
-    same pixels); high-bit-depth scientific images are scaled to 8 bits as
-    training data is. Unreadable files are skipped with a warning.
+    same pixels); high-bit-depth scientific images are scaled to 8 bits, each
+    by its own range (`training.data.to_8bit`). Unreadable files are skipped
+    with a warning.
     """
 
     def __init__(self, path: str):

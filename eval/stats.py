@@ -204,7 +204,8 @@ def plot_overlays(real: np.ndarray, fake: np.ndarray, threshold: float, out_dir:
         fig, ax = plt.subplots(figsize=(5, 3.5))
         both = np.concatenate([a[key], b[key]]).astype(np.float64)
         if len(both):
-            bins = np.histogram_bin_edges(both, bins=60)
+            whole = np.all(both == np.round(both)) and both.max() - both.min() <= 200
+            bins = np.arange(both.min() - 0.5, both.max() + 1.5) if whole else np.histogram_bin_edges(both, bins=60)
             for samples, label in ((a[key], f"real ({len(real)} frames)"), (b[key], f"generated ({len(fake)})")):
                 if len(samples):
                     ax.hist(samples, bins=bins, density=True, histtype="step", linewidth=1.5, label=label)
