@@ -108,11 +108,15 @@ def fit_normalization(frames: torch.Tensor, data_config) -> Normalization:
 
 
 def normalization_from_config(data: dict) -> Normalization:
-    """The mapping a run used, from its config's `data` section (runs from before data.normalize: 8-bit)."""
-    if "normalize" not in data:
-        return Normalization()
+    """The mapping a run used, from its config's `data` section.
+
+    The training loop always records the fitted range; a config without one is
+    8-bit: a run from before data.normalize, or SinGAN's (one 8-bit image).
+    """
     if data.get("range") is None:
-        raise NormalizationError("data.range is empty: this config was never fitted to its data (a run's own "
-                                 "config.yaml and its checkpoints hold the fitted range)")
+        if data.get("normalize", "linear") != "linear":
+            raise NormalizationError("data.range is empty: this config was never fitted to its data (a run's own "
+                                     "config.yaml and its checkpoints hold the fitted range)")
+        return Normalization()
     low, high = data["range"]
     return Normalization(data.get("normalize", "linear"), float(low), float(high), float(data.get("scale", 1.0)))
