@@ -27,7 +27,7 @@ from PIL import Image
 from scipy import ndimage
 
 from eval.fid import Evaluator
-from eval.stats import FrameStatistics, frame_features
+from eval.stats import FrameStatistics
 from training.data import load_images
 from training.normalize import Normalization
 

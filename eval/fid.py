@@ -415,7 +415,7 @@ class _RecordingSampler:
 
     def gather(self, num_images: int, image_shape: tuple) -> torch.Tensor:
         """Every process's images in global order [num_images, *image_shape], on every process."""
-        rank, world = _world()
+        _, world = _world()
         local = [images.flatten(1) for _, images in sorted(self.batches, key=lambda b: b[0])]
         if world == 1:
             return torch.cat(local).view(-1, *image_shape)
@@ -491,7 +491,8 @@ class Evaluator:
         recorder = _RecordingSampler(sampler, self.batch_size) if self.stats is not None else None
         fake = self.fake_features(recorder or sampler, num_samples)
         generated = recorder.gather(num_samples, self.stats.frame_shape) if recorder else None
-        return _finish_on_main(real, fake, stats=self.stats, generated=generated, device=self.device, **self.options)
+        return _finish_on_main(real, fake, stats=self.stats, generated=generated, device=self.device,
+                               **self.options)
 
 
 # ---------------------------------------------------------------------------

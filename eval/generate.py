@@ -30,10 +30,9 @@ if __package__ in (None, ""):
 
 import argparse
 
+import numpy as np
 import torch
 import torch.distributed as dist
-
-import numpy as np
 
 from eval.fid import checkpoint_sampler, init_distributed
 from training.images import make_grid, save_npy, save_png, save_tiff, to_uint8

@@ -2,7 +2,6 @@
 8-bit runs unchanged, samples back in data units (eval/generate.py --format), a float stack trained end to end."""
 
 import json
-import os
 
 import h5py
 import numpy as np

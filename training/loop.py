@@ -220,10 +220,10 @@ def train(ctx: Context, task: GANTask) -> None:
         from eval.fid import Evaluator
         if evaluator is None:
             from eval.stats import FrameStatistics
+            stats = FrameStatistics(data.images, data.normalization) if config.eval.stats else None
             evaluator = Evaluator(data.images_uint8(), accelerator.device, batch_size=config.eval.batch_size,
                                   kid_subsets=config.eval.kid_subsets, kid_subset_size=config.eval.kid_subset_size,
-                                  precision_recall=config.eval.precision_recall,
-                                  stats=FrameStatistics(data.images, data.normalization) if config.eval.stats else None)
+                                  precision_recall=config.eval.precision_recall, stats=stats)
         metrics = evaluator.evaluate(task.sampler(), config.eval.num_samples)
         run.log_metrics({"step": step, "kimg": round(kimg, 3), "wallclock_s": round(wallclock(), 2), **metrics}, kimg)
         accelerator.print(f"kimg {kimg:.2f}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()
