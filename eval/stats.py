@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from eval.fid import EvalError
     from training.checkpoint import CheckpointError
-    from training.config import ConfigError, exit_with_error
+    from training.config import ConfigError
     from training.data import DataError, load_images
 
     try:
@@ -315,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.plots:
             plot_overlays(statistics.real, single_channel(fake), statistics.threshold, args.plots)
     except (EvalError, CheckpointError, DataError, ConfigError) as error:
-        exit_with_error(str(error))
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(format_report(report), file=sys.stderr if args.json else sys.stdout)
     if args.plots:
         print(f"plots in {args.plots}", file=sys.stderr if args.json else sys.stdout)
