@@ -84,6 +84,8 @@ class SinGANData(DataConfig):
         check(self.resolution == 0, "data.resolution", "0 for SinGAN (the image keeps its shape; set data.max_size)")
         check(not self.hflip and not self.vflip, "data.hflip/vflip", "false for SinGAN (no augmentation)")
         check(self.channels in (1, 3, "auto"), "data.channels", "1, 3 or auto")
+        check(self.normalize == "linear" and self.range is None, "data.normalize/range",
+              "the defaults for SinGAN (it learns one 8-bit image)")
         check(self.min_size >= 4, "data.min_size", "an integer >= 4")
         check(self.max_size >= self.min_size, "data.max_size", f"an integer >= data.min_size ({self.min_size})")
         check(0.1 <= self.scale_factor < 1, "data.scale_factor", "a number in [0.1, 1)")

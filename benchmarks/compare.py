@@ -12,8 +12,9 @@ it from existing run folders (config.yaml, metrics.jsonl, tb/, samples/,
 checkpoints/last.pt) without training.
 
 The report (report.md + PNG figures) holds FID and KID against kimg, sample
-grids beside real images, throughput, peak GPU memory, parameter counts and
-the training wall-clock needed to reach FID thresholds.
+grids beside real images, throughput, peak GPU memory, parameter counts, the
+training wall-clock needed to reach FID thresholds and the physics statistics
+in data units (eval/stats.py) beside their real-vs-real floors.
 """
 
 import argparse
@@ -160,9 +161,10 @@ def plot_samples(runs: list[dict], path: str) -> None:
 
     from training.data import load_images
     from training.images import make_grid
+    from training.normalize import normalization_from_config
 
     data = runs[0]["config"]["data"]
-    real = load_images(data["path"], data["resolution"], data["channels"])
+    real = normalization_from_config(data).to_uint8(load_images(data["path"], data["resolution"], data["channels"]))
     panels = [("real", make_grid(real[torch.randperm(len(real), generator=torch.Generator().manual_seed(0))[:64]]))]
     panels += [(label(run), np.asarray(Image.open(run["last_samples"])))
                for run in runs if run["last_samples"]]
@@ -183,6 +185,21 @@ def fmt(value, digits: int = 1, scale: float = 1.0) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     return f"{value * scale:,.{digits}f}"
+
+
+def stats_section(runs: list[dict]) -> list[str]:
+    """The physics statistics (eval/stats.py) of each run's last evaluation, each beside its real-vs-real floor."""
+    from eval.stats import STATISTICS
+    finals = [(run, run["records"][-1]["stats"]) for run in runs if "stats" in run["records"][-1]]
+    if not finals:
+        return []
+    lines = ["## Statistics in data units", "",
+             "| statistic, last evaluation (real-vs-real floor) | " + " | ".join(label(r) for r, _ in finals) + " |",
+             "|" + " --- |" * (1 + len(finals))]
+    lines += [f"| {name} | " + " | ".join(f"{fmt(stats[key], 3)} ({fmt(stats['floor'][key], 3)})"
+                                        for _, stats in finals) + " |" for key, name in STATISTICS.items()]
+    return lines + ["", "Lower is better; a value near its floor means the samples differ from the real frames no "
+                        "more than two halves of the real frames differ from each other (docs/data.md).", ""]
 
 
 def write_report(runs: list[dict], out_dir: str, title: str = "Model comparison") -> str:
@@ -223,6 +240,7 @@ def write_report(runs: list[dict], out_dir: str, title: str = "Model comparison"
             + f" | {fmt(best_kid['kid'], 2, 1e3)} ({fmt(best_kid['kimg'], 2)}) | {fmt(final.get('precision'), 3)} "
               f"| {fmt(final.get('recall'), 3)} | "
             + (f"{copies['pixel']:.3f} / {copies['inception']:.3f}" if copies else "–") + " |")
+    lines += ["", *stats_section(runs)]
     for name, caption in figures:
         lines += ["", f"![{caption}]({name})"]
     lines += ["", "Times are training wall-clock (evaluation included) to the first evaluation at or below the "

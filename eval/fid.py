@@ -78,8 +78,9 @@ class ImageFiles:
     `path` is a folder (recursive), a .zip or one image, listed in the same
     order as training data. Each image becomes RGB through PIL's `convert`
     (8-bit grayscale stays one channel and is replicated on the device: the
-    same pixels); high-bit-depth scientific images are scaled to 8 bits as
-    training data is. Unreadable files are skipped with a warning.
+    same pixels); high-bit-depth scientific images are scaled to 8 bits, each
+    by its own range (`training.data.to_8bit`). Unreadable files are skipped
+    with a warning.
     """
 
     def __init__(self, path: str):
@@ -389,13 +390,17 @@ def scores(real: np.ndarray, fake: np.ndarray, *, kid_subsets: int = 100, kid_su
     return {**result, "num_real": len(real), "num_fake": len(fake)}
 
 
-def _finish_on_main(real: np.ndarray, fake: np.ndarray, **options) -> dict:
-    """Process 0 computes the scores; every process returns them (or raises the same error)."""
+def _finish_on_main(real: np.ndarray, fake: np.ndarray, stats=None, generated: torch.Tensor | None = None,
+                    **options) -> dict:
+    """Process 0 computes the scores (and `stats` of the `generated` images, under "stats"); every process
+    returns them (or raises the same error)."""
     rank, world = _world()
     result = None
     if rank == 0:
         try:
             result = scores(real, fake, **options)
+            if stats is not None:
+                result["stats"] = stats.report_generated(generated)
         except Exception as error:  # raised on every process below, instead of a hang in broadcast
             if world == 1:
                 raise
@@ -404,6 +409,30 @@ def _finish_on_main(real: np.ndarray, fake: np.ndarray, **options) -> dict:
     if isinstance(result, Exception):
         raise result
     return result
+
+
+class _RecordingSampler:
+    """A sampler that keeps this process's outputs (CPU float), so eval/stats.py can see every generated image."""
+
+    def __init__(self, sampler: Callable, batch_size: int):
+        self.sampler, self.batch_size = sampler, batch_size
+        self.batches: list[tuple[int, torch.Tensor]] = []  # (global batch number, images)
+
+    def __call__(self, indices: torch.Tensor) -> torch.Tensor:
+        images = self.sampler(indices)
+        self.batches.append((int(indices[0]) // self.batch_size, images.detach().float().cpu()))
+        return images
+
+    def gather(self, num_images: int, image_shape: tuple) -> torch.Tensor:
+        """Every process's images in global order [num_images, *image_shape], on every process."""
+        _, world = _world()
+        local = [images.flatten(1) for _, images in sorted(self.batches, key=lambda b: b[0])]
+        if world == 1:
+            return torch.cat(local).view(-1, *image_shape)
+        counts = torch.zeros(math.ceil(num_images / self.batch_size), dtype=torch.long)
+        for batch, images in self.batches:
+            counts[batch] = len(images)
+        return _gather_in_order(local, counts, math.prod(image_shape), world).view(-1, *image_shape)
 
 
 class Evaluator:
@@ -419,13 +448,16 @@ class Evaluator:
         cache_dir:       reference-feature cache (default `default_cache_dir()`)
         cache:           False: neither read nor write the cache
         extractor:       feature extractor (default Inception pool3); tests pass small ones
+        stats:           an `eval.stats.FrameStatistics` of the real frames: the result also holds
+                         "stats", the physics statistics of the same generated images in data units
 
     Every process must call `evaluate` (it shards the work); all get the same dict.
     """
 
     def __init__(self, real_images: torch.Tensor, device: torch.device, *, batch_size: int = 64,
                  kid_subsets: int = 100, kid_subset_size: int = 1000, precision_recall: bool = True,
-                 cache_dir: str | None = None, cache: bool = True, extractor: Callable | None = None):
+                 cache_dir: str | None = None, cache: bool = True, extractor: Callable | None = None,
+                 stats=None):
         if real_images.dtype != torch.uint8 or real_images.ndim != 4:
             raise ValueError(f"real_images must be uint8 [N, C, H, W], got {real_images.dtype} "
                              f"{tuple(real_images.shape)}")
@@ -438,6 +470,7 @@ class Evaluator:
         self._extractor = extractor
         self._real_features = None
         self.cache_hit = None
+        self.stats = stats
 
     @property
     def extractor(self) -> Callable:
@@ -462,12 +495,15 @@ class Evaluator:
 
     def evaluate(self, sampler: Callable, num_samples: int) -> dict:
         """`scores` of `num_samples` samples of `sampler`: {"fid", "kid", "kid_std", ["precision", "recall",]
-        "num_real", "num_fake"}."""
+        "num_real", "num_fake", ["stats"]}."""
         if num_samples < 2:
             raise ValueError(f"num_samples must be at least 2, got {num_samples}")
         real = self.real_features
-        fake = self.fake_features(sampler, num_samples)
-        return _finish_on_main(real, fake, device=self.device, **self.options)
+        recorder = _RecordingSampler(sampler, self.batch_size) if self.stats is not None else None
+        fake = self.fake_features(recorder or sampler, num_samples)
+        generated = recorder.gather(num_samples, self.stats.frame_shape) if recorder else None
+        return _finish_on_main(real, fake, stats=self.stats, generated=generated, device=self.device,
+                               **self.options)
 
 
 # ---------------------------------------------------------------------------
@@ -506,15 +542,19 @@ def checkpoint_sampler(path: str, device, **options) -> tuple[dict, Callable]:
 
 
 def checkpoint_real_images(checkpoint: dict, ckpt_path: str, data: str | None = None) -> tuple[str, torch.Tensor]:
-    """(path, uint8 images) of the data a checkpoint was trained on, or of `data` at its resolution/channels."""
+    """(path, uint8 images) of the data a checkpoint was trained on, or of `data` at its resolution/channels.
+
+    Frames deeper than 8 bits are seen as the networks saw them: through the checkpoint's normalization.
+    """
     from training.data import load_images
+    from training.normalize import normalization_from_config
 
     try:
         config = checkpoint["config"]["data"]
         path, resolution, channels = data or config["path"], config["resolution"], config["channels"]
     except (KeyError, TypeError):
         raise EvalError(f"{ckpt_path}: the checkpoint's config has no data.path/resolution/channels") from None
-    return path, load_images(path, resolution, channels)
+    return path, normalization_from_config(config).to_uint8(load_images(path, resolution, channels))
 
 
 def _folder_scores(args, device: torch.device) -> dict:

@@ -40,6 +40,11 @@ def test_report_from_two_runs_holds_their_numbers(tmp_path):
     for run, row in zip(runs, rows):  # parameter counts of the toy G: Linear(8 -> 16w) + Conv2d(w -> 1, 3x3)
         w = width[run.name]
         assert re.search(rf"\| {8 * 16 * w + 16 * w + 9 * w + 1:,} \|", row)
+    # The statistics table: one row per statistic, the last evaluation's value (floor) per run.
+    pixel_row = next(line for line in report.splitlines() if line.startswith("| pixel intensity W1 |"))
+    for run, cell in zip(runs, pixel_row.strip("|").split("|")[1:]):
+        stats = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["stats"]
+        assert cell.strip() == f"{stats['pixel_w1']:,.3f} ({stats['floor']['pixel_w1']:,.3f})"
 
 
 def test_training_mode_trains_both_models_on_one_budget(tmp_path):
@@ -48,7 +53,8 @@ def test_training_mode_trains_both_models_on_one_budget(tmp_path):
         "--kimg", "0.016", "--out", str(out), "--eval-every-kimg", "0.008", "--eval-samples", "8",
         "--config", "sagan=configs/sagan_tiny.yaml", "--config", "stylegan2=configs/stylegan2_tiny.yaml",
         "--set", "eval.kid_subset_size=4"])
-    rows = [line for line in (out / "report.md").read_text().splitlines() if line.startswith("| ")][2:]
+    lines = (out / "report.md").read_text().splitlines()
+    rows = [line for line in lines if line.startswith(("| sagan", "| stylegan2"))]  # the main table
     assert [row.split("|")[1].split()[0] for row in rows] == ["sagan", "stylegan2"]
     for name in ("sagan", "stylegan2"):
         records = [json.loads(line) for line in (out / name / "metrics.jsonl").read_text().splitlines()]

@@ -59,11 +59,12 @@ def test_resize_is_antialiased_and_non_square_images_are_center_cropped(tmp_path
     assert image.std().item() < 20
 
 
-def test_sixteen_bit_images_are_scaled_by_their_full_range(tmp_path):
-    array = np.array([[0, 65535], [32768, 65535]], dtype=np.uint16)
+def test_sixteen_bit_images_keep_every_count(tmp_path):
+    array = np.array([[0, 65535], [32768, 1]], dtype=np.uint16)
     Image.fromarray(array).save(tmp_path / "deep.png")
-    image = decode_image((tmp_path / "deep.png").read_bytes(), 2, 1)[0]
-    assert image.tolist() == [[0, 255], [128, 255]]
+    frames = decode_image((tmp_path / "deep.png").read_bytes(), 2, 1, "deep.png")
+    assert frames.dtype == np.float32 and frames.shape == (1, 1, 2, 2)
+    assert frames[0, 0].tolist() == [[0, 65535], [32768, 1]]
 
 
 def test_grayscale_and_rgb_conversion(tmp_path):

@@ -61,7 +61,8 @@ def test_crash_in_one_process_ends_the_job_with_an_error(tmp_path):
 def test_bad_data_path_is_one_line_and_exit_2(tmp_path):
     result = run_script(TOY, ["data.path=/no/such/folder", f"out_dir={tmp_path / 'r'}"], expect_status=2)
     assert result.stderr.strip().splitlines() == [
-        "error: data.path: /no/such/folder does not exist; give a folder, a .zip, an image or builtin:particles"]
+        "error: data.path: /no/such/folder does not exist; give a folder, a .zip, an image, a .npy/.npz stack, "
+        "file.h5:/dataset or builtin:particles"]
 
 
 def test_missing_or_corrupt_resume_checkpoint_is_one_line_and_keeps_the_run(tmp_path):

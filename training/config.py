@@ -26,15 +26,25 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    path: str = "builtin:particles"  # folder (recursive), .zip, one image, or builtin:particles[?count=N&seed=S]
+    path: str = "builtin:particles"  # folder (recursive), .zip, one image, .npy/.npz[:key] stack, file.h5:/dataset,
+                                     # or builtin:particles[?count=N&seed=S]
     resolution: int = 64             # images are resized (antialiased) to resolution x resolution
     channels: int = 1                # 1 = grayscale, 3 = RGB
     hflip: bool = True               # random horizontal flips of real images
     vflip: bool = True               # random vertical flips (detector frames have no "up")
+    normalize: Literal["linear", "log1p", "asinh"] = "linear"  # data units -> [-1, 1], one mapping for the set
+    range: list[float] | None = None  # [low, high] in data units mapped to [-1, 1]; null: fitted (8-bit: [0, 255],
+                                      # else the set's min and range_percentile); the run's config.yaml records it
+    range_percentile: float = 99.9    # fitted high end of the range, a percentile of all the set's values
+    scale: float = 1.0                # log1p/asinh: data units per unit inside the log (e.g. one count)
 
     def validate(self):
         check(self.resolution >= 4, "data.resolution", "an integer >= 4")
         check(self.channels in (1, 3), "data.channels", "1 or 3")
+        check(self.range is None or (len(self.range) == 2 and self.range[0] < self.range[1]), "data.range",
+              "null or [low, high] with low < high")
+        check(0 < self.range_percentile <= 100, "data.range_percentile", "a number in (0, 100]")
+        check(self.scale > 0, "data.scale", "a positive number")
 
 
 @dataclass
@@ -60,6 +70,7 @@ class EvalConfig:
     kid_subsets: int = 100
     kid_subset_size: int = 1000  # capped by the number of available images
     precision_recall: bool = True  # also precision and recall (k=3 nearest neighbours) from the same features
+    stats: bool = True           # also the physics statistics in data units (eval/stats.py), beside their floors
 
     def validate(self):
         check(self.every_kimg >= 0, "eval.every_kimg", "a number >= 0 (0 disables evaluation)")

@@ -1,8 +1,10 @@
 """Image data: decode once into memory, serve deterministic sharded batches.
 
 A data set of a few hundred small images fits in a few megabytes, so it is
-decoded once into a uint8 tensor on the training device and batches are plain
-indexing: loading never starves a GPU. Which images form the batch at step s
+decoded once into a tensor on the training device (uint8 for 8-bit images,
+float32 in the data's own units for 16-bit, 32-bit and float frames, .npy/.npz
+stacks and HDF5 datasets) and batches are plain indexing, mapped to [-1, 1]
+by the set's one `training.normalize.Normalization`: loading never starves a GPU. Which images form the batch at step s
 and how they are flipped is a function of (seed, s) alone: the same global
 batch on any number of processes (each takes its slice), and the same batch
 after a resume.
@@ -20,7 +22,7 @@ import torch
 from PIL import Image
 
 from training import particles
-from training.images import to_float
+from training.normalize import Normalization
 from training.seeding import generator
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -32,10 +34,17 @@ class DataError(ValueError):
 
 
 # ---------------------------------------------------------------------------
-# Decoding
+# Decoding: 8-bit images as they always were; everything deeper as float32 in data units
+
+HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # PIL's 16-bit, 32-bit int and float modes
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, the weights of PIL's convert("L")
+
 
 def to_8bit(image: Image.Image) -> Image.Image:
-    """Scientific formats (16-bit, 32-bit int/float) scaled to 8 bits by their full range."""
+    """A display copy of a scientific image (16-bit, 32-bit int/float) scaled to 8 bits by its own range.
+
+    Only for looking at files (`eval/fid.py --real/--fake` folders); training data keep their precision.
+    """
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         array = np.asarray(image, dtype=np.float64) / 65535.0
     elif image.mode == "I":
@@ -50,24 +59,100 @@ def to_8bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.round(np.clip(array, 0, 1) * 255).astype(np.uint8))
 
 
-def decode_image(data: bytes, resolution: int, channels: int) -> np.ndarray:
-    """Encoded bytes -> uint8 [channels, resolution, resolution].
+def _center_square(width: int, height: int) -> tuple[int, int, int, int]:
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    return left, top, left + side, top + side
+
+
+def eight_bit_frame(image: Image.Image, resolution: int | None, channels: int) -> np.ndarray:
+    """An 8-bit PIL image -> uint8 [channels, resolution, resolution].
 
     Non-square images are center-cropped to their largest central square, then
-    resized with Lanczos (antialiased) filtering.
+    resized with Lanczos (antialiased) filtering. `resolution` None keeps the size.
     """
-    with Image.open(io.BytesIO(data)) as image:
-        image.load()
-        image = to_8bit(image)
-        image = image.convert("L" if channels == 1 else "RGB")
-    w, h = image.size
-    side = min(w, h)
-    left, top = (w - side) // 2, (h - side) // 2
-    image = image.crop((left, top, left + side, top + side))
-    if side != resolution:
-        image = image.resize((resolution, resolution), Image.Resampling.LANCZOS)
+    image = image.convert("L" if channels == 1 else "RGB")
+    if resolution is not None:
+        image = image.crop(_center_square(*image.size))
+        if image.size[0] != resolution:
+            image = image.resize((resolution, resolution), Image.Resampling.LANCZOS)
     array = np.asarray(image, dtype=np.uint8)
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
+
+
+def check_finite(array: np.ndarray, name: str) -> np.ndarray:
+    finite = np.isfinite(array)
+    if not finite.all():
+        raise DataError(f"data.path: {name} holds {int(finite.size - finite.sum())} NaN/inf value(s); replace them "
+                        f"(e.g. np.nan_to_num) or drop those frames")
+    return array
+
+
+def float_frame(array: np.ndarray, resolution: int | None, channels: int, name: str) -> np.ndarray:
+    """One [H, W] or [H, W, C] frame in data units -> float32 [channels, resolution, resolution].
+
+    Grayscale from colour uses the luma weights (as 8-bit images do); RGB from
+    grayscale repeats it. The same center crop as 8-bit images, then an area
+    average (box filter) to the resolution: unlike Lanczos it never rings
+    below zero, and the mean intensity is kept (a whole-number factor is
+    binning).
+    """
+    array = check_finite(np.asarray(array, dtype=np.float32), name)
+    if array.ndim == 3:
+        if array.shape[2] not in (1, 3, 4):
+            raise DataError(f"data.path: {name}: a frame of shape {list(array.shape)} is not [H, W] or [H, W, C] "
+                            f"with C = 1, 3 or 4")
+        array = array[:, :, 0] if array.shape[2] == 1 else array[:, :, :3]
+    if array.ndim == 2:
+        planes = [array] * channels if channels == 3 else [array]
+    else:
+        planes = [array[:, :, i] for i in range(3)] if channels == 3 else [array @ LUMA]
+    out = []
+    for plane in planes:
+        if resolution is not None and plane.shape != (resolution, resolution):
+            image = Image.fromarray(np.ascontiguousarray(plane, np.float32), mode="F")
+            image = image.crop(_center_square(*image.size))
+            if image.size[0] != resolution:
+                image = image.resize((resolution, resolution), Image.Resampling.BOX)
+            plane = np.asarray(image, dtype=np.float32)
+        out.append(plane)
+    return np.stack(out).astype(np.float32, copy=False)
+
+
+def _tiff_frames(array: np.ndarray, resolution: int | None, channels: int, name: str) -> np.ndarray:
+    """A TIFF's pixels ([H, W], [H, W, C] or a page stack [N, H, W]) -> [K, C, R, R]."""
+    if array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4)):
+        pages = [array]
+    elif array.ndim == 3:
+        pages = list(array)
+    else:
+        raise DataError(f"data.path: {name}: TIFF pixels of shape {list(array.shape)}; expected [H, W], "
+                        f"[H, W, C] or a page stack [N, H, W]")
+    if array.dtype == np.uint8:
+        return np.stack([eight_bit_frame(Image.fromarray(page), resolution, channels) for page in pages])
+    return np.stack([float_frame(page, resolution, channels, name) for page in pages])
+
+
+def decode_image(data: bytes, resolution: int | None, channels: int, name: str = "image") -> np.ndarray:
+    """Encoded bytes -> frames [K, channels, resolution, resolution] (K = 1 but for TIFF page stacks).
+
+    8-bit images give uint8 exactly as they always have; 16-bit PNG/TIFF and
+    32-bit integer or float TIFF give float32 at full precision (TIFF through
+    `tifffile`, which reads every sample format).
+    """
+    if name.lower().endswith((".tif", ".tiff")):
+        import tifffile
+        try:
+            array = tifffile.imread(io.BytesIO(data))
+        except Exception:  # a compression tifffile cannot decode: PIL may
+            array = None
+        if array is not None:
+            return _tiff_frames(array, resolution, channels, name)
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        if image.mode in HIGH_DEPTH_MODES:
+            return float_frame(np.asarray(image), resolution, channels, name)[None]
+        return eight_bit_frame(image, resolution, channels)[None]
 
 
 def image_sources(path: str) -> list[tuple[str, callable]]:
@@ -87,7 +172,8 @@ def image_sources(path: str) -> list[tuple[str, callable]]:
         return [(f"{path}:{n}", lambda n=n: archive.read(n)) for n in names]
     if os.path.isfile(path):
         return [(path, lambda: open(path, "rb").read())]
-    raise DataError(f"data.path: {path} does not exist; give a folder, a .zip, an image or builtin:particles")
+    raise DataError(f"data.path: {path} does not exist; give a folder, a .zip, an image, a .npy/.npz stack, "
+                    f"file.h5:/dataset or builtin:particles")
 
 
 def parse_builtin(path: str) -> tuple[str, dict]:
@@ -105,32 +191,138 @@ def parse_builtin(path: str) -> tuple[str, dict]:
     return name, options
 
 
-def load_images(path: str, resolution: int, channels: int) -> torch.Tensor:
-    """Every usable image under `path` as uint8 [N, channels, resolution, resolution].
+ARRAY_EXTENSIONS = (".npy", ".npz", ".h5", ".hdf5")
 
-    Unreadable files are skipped with a warning naming them; no usable image
-    at all is a DataError.
+
+def split_array_path(path: str) -> tuple[str, str | None]:
+    """'frames.h5:/group/images' -> ('frames.h5', '/group/images'); 'stack.npy' -> ('stack.npy', None)."""
+    lowered = path.lower()
+    for extension in (".npz", ".h5", ".hdf5"):
+        at = lowered.find(extension + ":")
+        if at >= 0:
+            return path[:at + len(extension)], path[at + len(extension) + 1:] or None
+    return path, None
+
+
+def is_array_path(path: str) -> bool:
+    return split_array_path(path)[0].lower().endswith(ARRAY_EXTENSIONS)
+
+
+def _hdf5_datasets(group, prefix: str = "") -> list[str]:
+    import h5py
+    names = []
+    for key, item in group.items():
+        if isinstance(item, h5py.Dataset):
+            names.append(f"{prefix}/{key}")
+        elif isinstance(item, h5py.Group):
+            names += _hdf5_datasets(item, f"{prefix}/{key}")
+    return names
+
+
+def read_array(path: str) -> np.ndarray:
+    """The array a .npy, .npz[:key] or .h5[:/dataset] path names, as stored."""
+    file, key = split_array_path(path)
+    if not os.path.isfile(file):
+        raise DataError(f"data.path: {file} does not exist; give a .npy/.npz stack, file.h5:/dataset, a folder, "
+                        f"a .zip, an image or builtin:particles")
+    lowered = file.lower()
+    try:
+        if lowered.endswith(".npy"):
+            return np.load(file, allow_pickle=False)
+        if lowered.endswith(".npz"):
+            with np.load(file, allow_pickle=False) as archive:
+                names = archive.files
+                if key is None and len(names) == 1:
+                    key = names[0]
+                if key not in names:
+                    raise DataError(f"data.path: {file} holds arrays {', '.join(names) or '(none)'}; name one as "
+                                    f"{file}:<array>")
+                return archive[key]
+        import h5py
+        with h5py.File(file, "r") as h5:
+            names = _hdf5_datasets(h5)
+            if key is None and len(names) == 1:
+                key = names[0]
+            if key is None or not isinstance(h5.get(key), h5py.Dataset):
+                what = "has no dataset " + repr(key) if key else "holds several datasets"
+                raise DataError(f"data.path: {file} {what}; its datasets: {', '.join(names) or '(none)'}; "
+                                f"give {file}:<dataset>")
+            return h5[key][()]
+    except DataError:
+        raise
+    except Exception as e:  # not a numpy/HDF5 file, truncated, pickled objects
+        raise DataError(f"data.path: cannot read {path} ({type(e).__name__}: {e}); give a valid .npy, .npz or "
+                        f"HDF5 file")
+
+
+def array_frames(path: str, resolution: int | None, channels: int) -> np.ndarray:
+    """A stack [N, H, W], [N, C, H, W] (C = 1 or 3) or one frame [H, W] -> [N, channels, R, R].
+
+    uint8 arrays are 8-bit images (uint8 out, converted as image files are);
+    any other numeric array becomes float32 in its own units.
+    """
+    array = read_array(path)
+    if array.dtype.kind not in "uif":
+        raise DataError(f"data.path: {path} holds {array.dtype} values; expected integers or floats")
+    if array.size == 0:
+        raise DataError(f"data.path: {path} is empty (shape {list(array.shape)}); it needs at least one frame")
+    if array.ndim == 2:
+        array = array[None, None]
+    elif array.ndim == 3:
+        array = array[:, None]
+    elif array.ndim != 4 or array.shape[1] not in (1, 3):
+        raise DataError(f"data.path: {path} has shape {list(array.shape)}; expected [N, H, W], [N, C, H, W] "
+                        f"with C = 1 or 3, or one [H, W] frame (channels last? np.moveaxis(a, -1, 1))")
+    if array.dtype == np.uint8:
+        mode = "L" if array.shape[1] == 1 else "RGB"
+        return np.stack([eight_bit_frame(Image.fromarray(frame[0] if mode == "L" else frame.transpose(1, 2, 0)),
+                                         resolution, channels) for frame in array])
+    same_size = resolution is None or array.shape[2:] == (resolution, resolution)
+    if same_size and array.shape[1] == channels:  # the common case: no per-frame work
+        return check_finite(np.asarray(array, dtype=np.float32), path)
+    return np.stack([float_frame(frame[0] if frame.shape[0] == 1 else frame.transpose(1, 2, 0),
+                                 resolution, channels, path) for frame in array])
+
+
+def load_images(path: str, resolution: int | None, channels: int) -> torch.Tensor:
+    """Every usable frame under `path` as [N, channels, resolution, resolution], in data units.
+
+    uint8 when every source is an 8-bit image (exactly the pixels every run has
+    always trained on), else float32 at the sources' full precision.
+    Unreadable image files are skipped with a warning naming them; NaN/inf
+    values, a malformed array or no usable frame at all is a DataError.
+    `resolution` None keeps the frames' own size (they must all share it).
     """
     if path.startswith(BUILTIN_PREFIX):
         _, options = parse_builtin(path)
-        images = torch.from_numpy(particles.load(options["count"], resolution, options["seed"]))
+        images = torch.from_numpy(particles.load(options["count"], resolution or 64, options["seed"]))
         return images.expand(-1, channels, -1, -1).contiguous()
+    if is_array_path(path):
+        return torch.from_numpy(np.ascontiguousarray(array_frames(path, resolution, channels)))
 
     sources = image_sources(path)
 
     def decode(source):
         name, read = source
         try:
-            return decode_image(read(), resolution, channels)
+            return decode_image(read(), resolution, channels, name)
+        except DataError:  # NaN/inf or a malformed stack: bad data, not an unreadable file
+            raise
         except Exception as e:  # any decoder failure means the same thing: skip this file
             warnings.warn(f"skipping unreadable image {name}: {type(e).__name__}: {e}", stacklevel=2)
             return None
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        decoded = [image for image in pool.map(decode, sources) if image is not None]
+        decoded = [frames for frames in pool.map(decode, sources) if frames is not None]
     if not decoded:
         raise DataError(f"data.path: no usable images in {path} (looked for {', '.join(IMAGE_EXTENSIONS)})")
-    return torch.from_numpy(np.stack(decoded))
+    shapes = {frames.shape[1:] for frames in decoded}
+    if len(shapes) > 1:
+        raise DataError(f"data.path: frames in {path} differ in size ({', '.join(str(list(s)) for s in shapes)}); "
+                        f"give a resolution to resize them to")
+    if any(frames.dtype != np.uint8 for frames in decoded):
+        decoded = [frames.astype(np.float32, copy=False) for frames in decoded]
+    return torch.from_numpy(np.concatenate(decoded))
 
 
 # ---------------------------------------------------------------------------
@@ -140,7 +332,8 @@ class ImageBatches:
     """The data set in device memory and the deterministic global batch of each step.
 
     Args:
-        images:      uint8 [N, C, H, W] (from `load_images`)
+        images:      [N, C, H, W] in data units: uint8 or float32 (from `load_images`)
+        normalization: data units -> [-1, 1] (`training.normalize`); default: the 8-bit mapping
         batch_size:  global batch size (all processes together)
         seed:        the run's seed; shuffling and flips derive from it
         hflip/vflip: random flips, each with probability 1/2 per image
@@ -148,13 +341,21 @@ class ImageBatches:
     """
 
     def __init__(self, images: torch.Tensor, batch_size: int, seed: int,
-                 hflip: bool = False, vflip: bool = False, device: torch.device | str = "cpu"):
+                 hflip: bool = False, vflip: bool = False, device: torch.device | str = "cpu",
+                 normalization: Normalization | None = None):
+        if normalization is None and images.dtype != torch.uint8:
+            raise ValueError("frames that are not 8-bit need their normalization (training.normalize)")
         self.images = images.to(device)
+        self.normalization = normalization or Normalization()
         self.batch_size = batch_size
         self.seed = seed
         self.hflip = hflip
         self.vflip = vflip
         self._epoch_cache: dict[int, torch.Tensor] = {}
+
+    def images_uint8(self) -> torch.Tensor:
+        """The set as the networks see it, in 8 bits (FID's real images); 8-bit sets: `images` itself."""
+        return self.normalization.to_uint8(self.images)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -181,7 +382,7 @@ class ImageBatches:
         g = generator(self.seed, "flips", step)
         flips = torch.rand(self.batch_size, 2, generator=g) < 0.5
         local = shard(torch.arange(self.batch_size), rank, world_size)
-        images = to_float(self.images[indices[local].to(self.images.device)])
+        images = self.normalization.forward(self.images[indices[local].to(self.images.device)])
         if self.hflip:
             images = torch.where(flips[local, 0].to(images.device)[:, None, None, None], images.flip(3), images)
         if self.vflip:

@@ -1,8 +1,10 @@
 """Conversions between network outputs and stored images.
 
-Networks work in [-1, 1]; files and metrics work in uint8. Everything that
-turns a generated tensor into pixels goes through `to_uint8`, so an image
-scored in memory is bit-identical to the same image saved as PNG.
+Networks work in [-1, 1]; 8-bit files and metrics work in uint8. Everything
+that turns a generated tensor into 8-bit pixels goes through `to_uint8`, so an
+image scored in memory is bit-identical to the same image saved as PNG. Frames
+in data units (16-bit PNG, float TIFF, .npy) come from
+`training.normalize.Normalization.inverse`.
 """
 
 import math
@@ -36,9 +38,25 @@ def make_grid(images: torch.Tensor, columns: int | None = None) -> np.ndarray:
     return array[:, :, 0] if c == 1 else array
 
 
-def save_png(array: np.ndarray, path: str) -> None:
-    """Write an HxW or HxWx3 uint8 array as PNG, atomically (temp file + rename)."""
+def write_atomically(path: str, write, suffix: str) -> None:
+    """`write(temporary path)`, then rename onto `path`: a crash never leaves half a file under `path`."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}.png"
-    Image.fromarray(array).save(tmp)
+    tmp = f"{path}.tmp{os.getpid()}{suffix}"
+    write(tmp)
     os.replace(tmp, path)
+
+
+def save_png(array: np.ndarray, path: str) -> None:
+    """Write an HxW or HxWx3 uint8 array (or an HxW uint16 one: a 16-bit PNG) as PNG, atomically."""
+    write_atomically(path, lambda tmp: Image.fromarray(array).save(tmp), ".png")
+
+
+def save_tiff(array: np.ndarray, path: str) -> None:
+    """Write an HxW or HxWxC array as TIFF in its own dtype (float32 stays float32), atomically."""
+    import tifffile
+    write_atomically(path, lambda tmp: tifffile.imwrite(tmp, array), ".tif")
+
+
+def save_npy(array: np.ndarray, path: str) -> None:
+    """Write an array as .npy, atomically."""
+    write_atomically(path, lambda tmp: np.save(tmp, array), ".npy")

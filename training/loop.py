@@ -24,6 +24,7 @@ from training.config import ConfigError, exit_with_error, parse_command_line, to
 from training.data import DataError, ImageBatches, load_images
 from training.images import to_uint8
 from training.progress import Progress, describe_duration, write
+from training.normalize import fit_normalization, normalization_from_config
 from training.run import Run
 from training.seeding import rng_state, seed_everything, set_rng_state
 
@@ -109,10 +110,13 @@ def setup(config_cls, description: str, argv: list[str] | None = None) -> Contex
     config, accelerator, run, resume_path = start(config_cls, description, argv)
     with user_errors():
         images = load_images(config.data.path, config.data.resolution, config.data.channels)
+        normalization = fit_normalization(images, config.data)
+    config.data.range = [normalization.low, normalization.high]  # the fitted mapping goes into config.yaml and
+    run.save_config()                                             # every checkpoint
     accelerator.print(f"{len(images)} images from {config.data.path} at {config.data.resolution}px, "
                       f"{accelerator.num_processes} process(es) on {accelerator.device}, run folder {config.out_dir}")
-    data = ImageBatches(images, config.train.batch_size, config.seed,
-                        hflip=config.data.hflip, vflip=config.data.vflip, device=accelerator.device)
+    data = ImageBatches(images, config.train.batch_size, config.seed, hflip=config.data.hflip,
+                        vflip=config.data.vflip, device=accelerator.device, normalization=normalization)
     return Context(config, accelerator, run, data, resume_path)
 
 
@@ -215,6 +219,10 @@ def check_resumable(checkpoint: dict, config, name: str) -> None:
             where = f"{section}.{key}" if key else section
             raise CheckpointError(f"--resume: the checkpoint was trained with {where}={a}, the config says {b}; "
                                   f"use the run's own config.yaml")
+    saved, current = normalization_from_config(saved.get("data", {})), normalization_from_config(current["data"])
+    if saved != current:
+        raise CheckpointError(f"--resume: the checkpoint maps data to [-1, 1] with {saved}, the data now give "
+                              f"{current}; use the run's own config.yaml")
 
 
 def train(ctx: Context, task: GANTask) -> None:
@@ -249,9 +257,11 @@ def train(ctx: Context, task: GANTask) -> None:
         nonlocal evaluator, best_fid
         from eval.fid import Evaluator
         if evaluator is None:
-            evaluator = Evaluator(data.images, accelerator.device, batch_size=config.eval.batch_size,
+            from eval.stats import FrameStatistics
+            stats = FrameStatistics(data.images, data.normalization) if config.eval.stats else None
+            evaluator = Evaluator(data.images_uint8(), accelerator.device, batch_size=config.eval.batch_size,
                                   kid_subsets=config.eval.kid_subsets, kid_subset_size=config.eval.kid_subset_size,
-                                  precision_recall=config.eval.precision_recall)
+                                  precision_recall=config.eval.precision_recall, stats=stats)
         metrics = evaluator.evaluate(task.sampler(), config.eval.num_samples)
         run.log_metrics({"step": step, "kimg": round(kimg, 3), "wallclock_s": round(wallclock(), 2), **metrics}, kimg)
         write(f"kimg {kimg:.2f}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)))

@@ -38,10 +38,15 @@ class Run:
         if self.is_main:
             for sub in ("samples", "checkpoints", "tb"):
                 os.makedirs(os.path.join(self.out_dir, sub), exist_ok=True)
-            save_yaml(config, os.path.join(self.out_dir, "config.yaml"))
+            self.save_config()
             print("resolved config:\n  " + yaml.safe_dump(to_dict(config), sort_keys=False).rstrip().replace("\n", "\n  "))
             from torch.utils.tensorboard import SummaryWriter
             self.writer = SummaryWriter(os.path.join(self.out_dir, "tb"))
+
+    def save_config(self) -> None:
+        """(Re)write config.yaml, e.g. once the data have filled in what the config left to them."""
+        if self.is_main:
+            save_yaml(self.config, os.path.join(self.out_dir, "config.yaml"))
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.out_dir, *parts)
@@ -62,7 +67,7 @@ class Run:
             return
         with open(self.path("metrics.jsonl"), "a") as f:
             f.write(json.dumps(record) + "\n")
-        self.log_scalars({f"Metrics/{k}": v for k, v in record.items()
+        self.log_scalars({f"Metrics/{k}": v for k, v in flatten(record).items()
                           if isinstance(v, (int, float)) and k not in ("step", "kimg")}, kimg)
         self.writer.flush()
 
@@ -82,3 +87,14 @@ class Run:
     def close(self) -> None:
         if self.writer:
             self.writer.close()
+
+
+def flatten(record: dict, prefix: str = "") -> dict:
+    """{"stats": {"pixel_w1": 1.0}} -> {"stats/pixel_w1": 1.0}: nested metrics get slash-grouped names."""
+    flat = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}/"))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
