@@ -42,11 +42,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import yaml
 
 from benchmarks import compare
 from benchmarks.train_speed import config_class, script_module
-from training.config import ConfigError, build_config, exit_with_error
+from training.config import ConfigError, build_config, exit_with_error, read_yaml
 from training.progress import Progress, write
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,13 +80,10 @@ class Plan:
 
 def read_plan(path: str) -> Plan:
     """Parse and check a plan, including every variant's config, before anything trains."""
-    if not os.path.isfile(path):
-        raise StudyError(f"--plan: file not found: {path}")
     try:
-        with open(path) as f:
-            raw = yaml.safe_load(f) or {}
-    except yaml.YAMLError as e:
-        raise StudyError(f"--plan: {path} is not valid YAML ({str(e).splitlines()[0]})")
+        raw = read_yaml(path, "--plan")
+    except ConfigError as e:
+        raise StudyError(str(e))
     if not isinstance(raw, dict):
         raise StudyError(f"--plan: {path} must be a mapping with kimg, eval and variants")
     unknown = set(raw) - PLAN_KEYS

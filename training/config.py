@@ -237,17 +237,22 @@ def _merge(base: dict, update: dict) -> dict:
     return base
 
 
+def read_yaml(path: str, flag: str):
+    """A YAML file's contents ({} when empty); a missing or malformed file is a ConfigError naming `flag`."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"{flag}: file not found: {path}")
+    try:
+        with open(path) as f:
+            return yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{flag}: {path} is not valid YAML ({str(e).splitlines()[0]})")
+
+
 def build_config(cls, yaml_path: str | None, overrides: list[str]):
     """Defaults <- YAML file <- overrides, type-checked and validated."""
     values = to_dict(cls())
     if yaml_path:
-        if not os.path.isfile(yaml_path):
-            raise ConfigError(f"--config: file not found: {yaml_path}")
-        try:
-            with open(yaml_path) as f:
-                loaded = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"--config: {yaml_path} is not valid YAML ({str(e).splitlines()[0]})")
+        loaded = read_yaml(yaml_path, "--config")
         from_dict(cls, loaded)  # unknown keys and wrong types in the file, named as they are written
         _merge(values, loaded)
     for item in overrides:
