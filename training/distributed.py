@@ -7,16 +7,18 @@ waiting forever, and (2) the restarted workers continue from the last checkpoint
 - `process_group_kwargs(timeout_s)`: the collective timeout (`train.collective_timeout_s`)
   handed to Accelerate, instead of torch's 30 minutes.
 - `restart_count()`: > 0 in a worker torchrun started again after a failure; the
-  loop then resumes from out_dir/checkpoints/last.pt as if `--resume auto` were given.
+  loop then resumes from out_dir/checkpoints/last.pt as if `--resume auto` were given,
+  and `join_restarted_group` keeps the new group clear of the old one's keys.
 - `watch_peers(rank, world, timeout_s)`: every process adds to a heartbeat counter
   in the rendezvous store (the TCPStore at MASTER_ADDR:MASTER_PORT that torchrun
   or init_process_group already runs). When a collective fails -- a killed peer
   closes its sockets and gloo fails at once; a frozen peer or a vanished node is
   caught by the timeout -- the process names the ranks whose heartbeat stopped in
   one line on stderr and exits with status 1, without the teardown that can hang
-  or abort after a failed collective. A peer whose heartbeat stops for longer
-  than the timeout is reported the same way even when no collective fails
-  (NCCL's own watchdog may end the process first; then its log names the collective).
+  or abort after a failed collective. A peer whose heartbeat stops for twice
+  the timeout is reported the same way even when no collective fails (NCCL's
+  own watchdog may end the process at the timeout first; then its log names the
+  collective, not the peer).
 """
 
 import datetime
@@ -40,6 +42,25 @@ def process_group_kwargs(timeout_s: float):
 def restart_count() -> int:
     """How often torchrun has restarted this worker's group (0 outside torchrun)."""
     return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+
+
+def join_restarted_group(timeout_s: float) -> None:
+    """In a group torchrun restarted, join the process group under a store prefix of this attempt.
+
+    torchrun's agent keeps one store for all attempts, and the process group's keys
+    (gloo's peer addresses, NCCL's unique id) carry no attempt number: a restarted
+    worker could read the dead attempt's address and fail with "connection refused".
+    Accelerate uses a process group that already exists.
+    """
+    if restart_count() == 0 or int(os.environ.get("WORLD_SIZE", "1")) == 1 or torch.distributed.is_initialized():
+        return
+    timeout = datetime.timedelta(seconds=timeout_s)
+    store = torch.distributed.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                                       timeout=timeout)
+    torch.distributed.init_process_group(
+        "nccl" if torch.cuda.is_available() else "gloo", timeout=timeout, rank=int(os.environ["RANK"]),
+        world_size=int(os.environ["WORLD_SIZE"]),
+        store=torch.distributed.PrefixStore(f"smallgan/attempt{restart_count()}", store))
 
 
 def is_communication_error(error: BaseException) -> bool:
@@ -94,11 +115,11 @@ class PeerWatch:
                     seen, moved_at = counts, [now] * self.world
                 moved_at = [now if c != s else t for c, s, t in zip(counts, seen, moved_at)]
                 seen = counts
-                # A collective's own timeout comes first where it works; this catches the rest.
-                stalled = [r for r in range(self.world) if now - moved_at[r] >= self.timeout_s + check_every]
+                # A backstop at twice the timeout, so that a collective's own timeout reports first where it works.
+                stalled = [r for r in range(self.world) if now - moved_at[r] >= 2 * self.timeout_s]
                 if stalled and not self.stopped.is_set():
                     self._exit(f"{self._ranks(stalled)} stopped responding (no heartbeat for "
-                               f"{self.timeout_s:g} s or more)")
+                               f"{2 * self.timeout_s:g} s)")
             except Exception:
                 return  # the store's node is gone; the next collective fails and reports it
 

@@ -22,7 +22,8 @@ import torch
 from training.checkpoint import CheckpointError, load_checkpoint, resolve_resume
 from training.config import ConfigError, exit_with_error, parse_command_line, to_dict
 from training.data import DataError, ImageBatches, load_images
-from training.distributed import process_group_kwargs, restart_count, stop_watching, watch_peers
+from training.distributed import (join_restarted_group, process_group_kwargs, restart_count, stop_watching,
+                                  watch_peers)
 from training.images import to_uint8
 from training.run import Run
 from training.seeding import rng_state, seed_everything, set_rng_state
@@ -91,6 +92,7 @@ def start(config_cls, description: str, argv: list[str] | None = None):
 
     config, args = parse_command_line(config_cls, description, argv)
     precision = {"fp32": "no", "fp16": "fp16", "bf16": "bf16"}[config.precision]
+    join_restarted_group(config.train.collective_timeout_s)
     accelerator = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available(),
                               kwargs_handlers=[process_group_kwargs(config.train.collective_timeout_s)])
     watch_peers(accelerator.process_index, accelerator.num_processes, config.train.collective_timeout_s)
