@@ -98,6 +98,7 @@ class PeerWatch:
     def stop(self) -> None:
         """Training is over on every process: no more stall checks, no more diagnosis."""
         self.stopped.set()
+        self.thread.join(timeout=10)  # not inside a store call when the process exits
         sys.excepthook = self.previous_hook
 
     def _beat(self) -> None:
@@ -123,7 +124,7 @@ class PeerWatch:
             except Exception:
                 return  # the store's node is gone; the next collective fails and reports it
 
-    def diagnose(self) -> str:
+    def diagnose(self) -> str | None:
         """Which peers are gone: those that neither beat during 2.5 heartbeats nor reported a failure."""
         try:
             self.store.set(self.key("failed", self.rank), "1")
@@ -134,13 +135,13 @@ class PeerWatch:
                       if r != self.rank and self.store.check([self.key("failed", r)])]
         except Exception:
             return (f"the rendezvous store at {self.address} is unreachable (the node that hosts it, "
-                    f"with rank 0's agent, is gone)")
+                    f"the rendezvous endpoint, is gone)")
         lost = [r for r in range(self.world) if r != self.rank and r not in failed and after[r] == before[r]]
         if lost:
             return f"{self._ranks(lost)} stopped responding (no heartbeat for {2.5 * HEARTBEAT_S:g} s)"
         if failed:
             return f"{self._ranks(failed)} failed (its own error is in its log)"
-        return "no peer is missing"
+        return None
 
     def _uncaught(self, kind, error, traceback) -> None:
         if self.stopped.is_set() or not isinstance(error, Exception):
@@ -152,9 +153,13 @@ class PeerWatch:
                 pass
             self.previous_hook(kind, error, traceback)
             self._exit(None)
+        reason = self.diagnose()
+        if reason is None:  # every peer is alive and well: the error is this process's own
+            self.previous_hook(kind, error, traceback)
+            self._exit(None)
         text = re.sub(r"^\[[^\]]*\]\s*", "", str(error).strip())  # gloo's source location
         first_sentence = re.split(r"\.\s|\n", text)[0][:200]
-        self._exit(f"{self.diagnose()}; the collective failed with: {first_sentence}")
+        self._exit(f"{reason}; the collective failed with: {first_sentence}")
 
     def _ranks(self, ranks: list[int]) -> str:
         return ("rank " if len(ranks) == 1 else "ranks ") + ", ".join(map(str, ranks))
