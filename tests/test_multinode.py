@@ -178,3 +178,16 @@ def test_lost_peer_ends_the_survivor_naming_it(tmp_path, peer_signal):
     else:
         assert "Timed out" in message and timeout_s <= seconds < timeout_s + 10
     torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)  # what was written is intact
+
+
+def test_restart_without_out_dir_is_one_line_and_exit_2(tmp_path):
+    # A restarted worker cannot know the timestamped folder of the first attempt.
+    env = dict(environment(), TORCHELASTIC_RESTART_COUNT="1")
+    result = subprocess.run([sys.executable, TOY, *TOY_ARGS], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines() == [
+        "error: out_dir: torchrun restarted the workers, but without out_dir the first attempt's run folder is "
+        "unknown; set out_dir= for runs under torchrun --max-restarts, and continue this one with --resume auto "
+        "out_dir=<its folder>"]
+    assert os.listdir(tmp_path) == []  # no new run folder
