@@ -118,7 +118,8 @@ def test_killed_worker_is_restarted_and_the_run_resumes_exactly(reference, tmp_p
                     workers = {p.environ().get("RANK"): p for p in psutil.Process(agent.pid).children()}
                     workers["1"].send_signal(signal.SIGKILL)
                     killed_at = step
-            if killed_at is not None and newest_before_restart is None and "torchrun restart 1" in open(log_path).read():
+            restarted = killed_at is not None and "torchrun restart 1" in open(log_path).read()
+            if restarted and newest_before_restart is None:
                 newest_before_restart = load_checkpoint(run_dir)["step"]  # the old group is gone: nobody writes
             time.sleep(0.02)
     finally:
