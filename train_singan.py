@@ -136,6 +136,7 @@ class SinGANTrain(TrainConfig):
             check(getattr(self, key) == 0, f"train.{key}", f"0: SinGAN does not use it (set {replacement})")
         for key in ("steps_per_scale", "d_steps", "g_steps", "log_every", "checkpoint_every"):
             check(getattr(self, key) >= 1, f"train.{key}", "a positive integer")
+        check(self.collective_timeout_s > 0, "train.collective_timeout_s", "a positive number")
         check(self.max_steps >= 0, "train.max_steps", "an integer >= 0 (0: no limit)")
         check(self.lr > 0, "train.lr", "a positive number")
         for key in ("beta1", "beta2"):

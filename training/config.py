@@ -53,12 +53,13 @@ class TrainConfig:
     kimg: float = 1000.0               # training length in thousands of real images shown
     log_every_kimg: float = 1.0        # scalars to TensorBoard and losses on the progress bar
     sample_every_kimg: float = 10.0    # sample grid from fixed latents
-    checkpoint_every_kimg: float = 10.0  # last.pt (always also at the end)
+    checkpoint_every_kimg: float = 10.0  # last.pt (always also at the end); a lost worker costs at most this
+    collective_timeout_s: float = 300.0  # a process waiting this long on a lost peer ends (several processes)
 
     def validate(self):
         check(self.batch_size >= 1, "train.batch_size", "a positive integer")
         check(self.kimg > 0, "train.kimg", "a positive number")
-        for key in ("log_every_kimg", "sample_every_kimg", "checkpoint_every_kimg"):
+        for key in ("log_every_kimg", "sample_every_kimg", "checkpoint_every_kimg", "collective_timeout_s"):
             check(getattr(self, key) > 0, f"train.{key}", "a positive number")
 
 

@@ -22,6 +22,8 @@ import torch
 from training.checkpoint import CheckpointError, load_checkpoint, resolve_resume
 from training.config import ConfigError, exit_with_error, parse_command_line, to_dict
 from training.data import DataError, ImageBatches, load_images
+from training.distributed import (join_restarted_group, process_group_kwargs, restart_count, stop_watching,
+                                  watch_peers)
 from training.images import to_uint8
 from training.progress import Progress, describe_duration, write
 from training.normalize import fit_normalization, normalization_from_config
@@ -92,8 +94,17 @@ def start(config_cls, description: str, argv: list[str] | None = None):
 
     config, args = parse_command_line(config_cls, description, argv)
     precision = {"fp32": "no", "fp16": "fp16", "bf16": "bf16"}[config.precision]
-    accelerator = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
+    join_restarted_group(config.train.collective_timeout_s)
+    accelerator = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available(),
+                              kwargs_handlers=[process_group_kwargs(config.train.collective_timeout_s)])
+    watch_peers(accelerator.process_index, accelerator.num_processes, config.train.collective_timeout_s)
+    restarted = args.resume is None and restart_count() > 0  # torchrun restarted the group after a failure
+    resume = "auto" if restarted else args.resume
     with user_errors():
+        if restarted and not config.out_dir:
+            raise ConfigError("out_dir: torchrun restarted the workers, but without out_dir the first attempt's "
+                              "run folder is unknown; set out_dir= for runs under torchrun --max-restarts, and "
+                              "continue this one with --resume auto out_dir=<its folder>")
         if config.train.batch_size % accelerator.num_processes:
             raise ConfigError(f"train.batch_size: expected a multiple of the {accelerator.num_processes} "
                               f"processes, got {config.train.batch_size}")
@@ -101,7 +112,10 @@ def start(config_cls, description: str, argv: list[str] | None = None):
             raise ConfigError("precision: fp16 needs a GPU; use fp32 or bf16 on the CPU")
         seed_everything(config.seed)
         run = Run(config, accelerator, args.config)
-        resume_path = resolve_resume(args.resume, config.out_dir)
+        resume_path = resolve_resume(resume, config.out_dir)
+    if restarted:
+        accelerator.print(f"torchrun restart {restart_count()}: " + (f"continuing from {resume_path}" if resume_path
+                          else "no checkpoint was written yet; starting again"))
     return config, accelerator, run, resume_path
 
 
@@ -342,6 +356,7 @@ def finish(ctx: Context) -> None:
     """Close files and leave the process group so every process exits 0 together."""
     ctx.run.close()
     ctx.accelerator.wait_for_everyone()
+    stop_watching()
     ctx.accelerator.end_training()
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

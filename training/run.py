@@ -38,6 +38,9 @@ class Run:
         if self.is_main:
             for sub in ("samples", "checkpoints", "tb"):
                 os.makedirs(os.path.join(self.out_dir, sub), exist_ok=True)
+            for name in os.listdir(self.path("checkpoints")):
+                if ".tmp" in name:  # a save cut short by a killed process; the file it replaces is intact
+                    os.remove(self.path("checkpoints", name))
             self.save_config()
             print("resolved config:\n  " + yaml.safe_dump(to_dict(config), sort_keys=False).rstrip().replace("\n", "\n  "))
             from torch.utils.tensorboard import SummaryWriter
