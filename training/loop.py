@@ -25,8 +25,8 @@ from training.data import DataError, ImageBatches, load_images
 from training.distributed import (join_restarted_group, process_group_kwargs, restart_count, stop_watching,
                                   watch_peers)
 from training.images import to_uint8
-from training.progress import Progress, describe_duration, write
 from training.normalize import fit_normalization, normalization_from_config
+from training.progress import Progress, describe_duration, write
 from training.run import Run
 from training.seeding import rng_state, seed_everything, set_rng_state
 
