@@ -103,9 +103,14 @@ def read_throughput(tb_dir: str) -> dict:
             "peak_gpu_mem_mb": max(memory) if memory else None}
 
 
+def copy_check_path(run_dir: str) -> str:
+    """Where a run's eval/memorization.py report is kept (benchmarks/study.py writes it there)."""
+    return os.path.join(run_dir, "memorization", "report.json")
+
+
 def read_copy_rate(run_dir: str) -> dict | None:
-    """Copy rates from eval/memorization.py's report.json in run_dir/memorization/, when it has been run."""
-    path = os.path.join(run_dir, "memorization", "report.json")
+    """Copy rates from the run's eval/memorization.py report, when it has been run."""
+    path = copy_check_path(run_dir)
     if not os.path.isfile(path):
         return None
     with open(path) as f:

@@ -168,15 +168,6 @@ def trained_kimg(run_dir: str) -> float:
     return float(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["kimg"])  # mmap: no tensor is read
 
 
-def copy_check_path(run_dir: str) -> str:
-    """Where eval/memorization.py's report goes (and where compare.read_run finds the copy rates)."""
-    return os.path.join(run_dir, "memorization", "report.json")
-
-
-def is_finished(plan: Plan, run_dir: str) -> bool:
-    return trained_kimg(run_dir) >= plan.kimg - 1e-9 and os.path.isfile(copy_check_path(run_dir))
-
-
 class VariantLock:
     """An exclusive lock on a variant's folder, held by the study and inherited by its training process,
     so a second study process (or a rerun while an orphaned training still runs) leaves the variant alone."""
@@ -214,15 +205,16 @@ def run_variant(plan: Plan, variant: Variant, out: str, threads: int) -> str:
     try:
         if not lock.acquire():
             return f"{variant.name}: another process is running it (lock held); left alone"
-        if is_finished(plan, run_dir):
+        trained = trained_kimg(run_dir) >= plan.kimg - 1e-9
+        if trained and os.path.isfile(compare.copy_check_path(run_dir)):
             return f"{variant.name}: finished"
         log_path = os.path.join(run_dir, "train.log")
-        if trained_kimg(run_dir) < plan.kimg - 1e-9:
+        if not trained:
             run_logged([sys.executable, f"train_{variant.script}.py", "--config", variant.config, "--resume", "auto",
                         *training_overrides(plan, variant, run_dir)], log_path, threads, lock)
         checkpoint = os.path.join(run_dir, "checkpoints", "last.pt")
         run_logged([sys.executable, "eval/memorization.py", "--ckpt", checkpoint, "--num",
-                    str(plan.copy_check_samples), "--out", os.path.dirname(copy_check_path(run_dir))],
+                    str(plan.copy_check_samples), "--out", os.path.dirname(compare.copy_check_path(run_dir))],
                    log_path, threads, lock)
         return f"{variant.name}: finished now"
     finally:
