@@ -135,8 +135,8 @@ def test_the_committed_cpu32_plan_holds_the_issue_variants():
     reference, heuristics = variants["stylegan2-reference"], variants["stylegan2-ada-heuristics"]
     assert reference.overrides["train.r1_gamma"] == 5
     assert heuristics.overrides["train.r1_gamma"] == 0.0002 * 32 ** 2 / 16 and heuristics.overrides["train.lr"] == 0.0025
-    for name, augment in [("stylegan2-ada-heuristics-adaptive", {"augment.ada": True, "augment.p": 0.0}),
-                          ("stylegan2-ada-heuristics-noaug", {"augment.policy": ""})]:
-        assert variants[name].overrides == {**heuristics.overrides, **augment}
+    for name, augment in [("stylegan2-reference-adaptive", {"augment.ada": True, "augment.p": 0.0}),
+                          ("stylegan2-reference-noaug", {"augment.policy": ""})]:
+        assert variants[name].overrides == {**reference.overrides, **augment}
     assert variants["sagan-reference"].overrides == {}
     assert variants["sagan-diffaugment"].overrides == {"augment.policy": "color,translation,cutout"}
