@@ -28,15 +28,17 @@ from nets.sagan import SAGANModel, batchnorm_for, build_discriminator, build_gen
 from training.augment import AugmentConfig, diff_augment
 from training.config import BaseConfig, EvalConfig, TrainConfig, check
 from training.data import shard
-from training.ema import ema_beta, update_ema
+from training.ema import ema_beta, recompute_batchnorm_statistics, update_ema
 from training.loop import crossed, setup, train
 from training.seeding import latents_for_indices, randn
+
+BATCHNORM_SAMPLES = 1024  # latents G_ema's BatchNorm statistics are recomputed over before it samples or is saved
 
 
 @dataclass
 class SAGANTrain(TrainConfig):
     batch_size: int = 16
-    kimg: float = 300.0                        # 1000 epochs of 300 images
+    kimg: float = 600.0                        # 2000 epochs of 300 images
     loss: Literal["bce", "hinge"] = "bce"      # bce: non-saturating with label smoothing; hinge: SAGAN paper
     real_label: float = 0.9                    # bce target for reals (one-sided label smoothing)
     fake_label: float = 0.0                    # bce target for fakes
@@ -147,6 +149,7 @@ class SAGANTask:
             self.G_ema = build_generator(config.model, res, channels)  # plain BatchNorm: samples on one process
             self.G_ema.load_state_dict(G.state_dict())
             self.G_ema.eval().requires_grad_(False).to(acc.device)
+        self.ema_statistics_stale = True
         t = config.train
         # Optimizers stay outside accelerate.prepare: with fp16 each gets its own GradScaler below.
         self.opt_G = torch.optim.Adam(G.parameters(), lr=t.g_lr, betas=(t.beta1, t.beta2))
@@ -244,15 +247,30 @@ class SAGANTask:
             images_seen = (step + 1) * t.batch_size
             beta = ema_beta(t.batch_size, t.ema_halflife_kimg, images_seen, t.ema_rampup or None)
             update_ema(self.G_ema, self.accelerator.unwrap_model(self.G), beta)
+            self.ema_statistics_stale = True
         stats["Train/lr_G"], stats["Train/lr_D"] = t.g_lr * factor, t.d_lr * factor
         return stats
 
     # -- sampling and checkpoints
 
+    def ema_generator(self):
+        """G_ema with BatchNorm statistics of its own weights. update_ema copies the live G's
+        running statistics, which would normalize the averaged weights' activations with another
+        network's moments; they are recomputed from G_ema itself whenever its weights have moved,
+        over fixed latents, so the same weights always get the same statistics (exact resume,
+        identical on every process)."""
+        if self.ema_statistics_stale:
+            cfg, batch = self.config, self.config.train.batch_size
+            latents = (randn((batch, cfg.model.z_dim), cfg.seed, "G_ema/batchnorm", i, device=self.accelerator.device)
+                       for i in range(BATCHNORM_SAMPLES // batch))
+            recompute_batchnorm_statistics(self.G_ema, latents)
+            self.ema_statistics_stale = False
+        return self.G_ema
+
     def sampler(self):
         """G_ema, or without EMA the training G, in eval mode: BatchNorm uses running statistics,
         so sample i depends only on (seed, i), never on the rest of the batch."""
-        G = self.G_ema if self.G_ema is not None else self.accelerator.unwrap_model(self.G)
+        G = self.ema_generator() if self.G_ema is not None else self.accelerator.unwrap_model(self.G)
         z_dim, seed, device = self.config.model.z_dim, self.config.seed, self.accelerator.device
 
         @torch.no_grad()
@@ -271,7 +289,7 @@ class SAGANTask:
                  "optimizers": {"G": self.opt_G.state_dict(), "D": self.opt_D.state_dict()},
                  "scalers": {"G": self.scaler_G.state_dict(), "D": self.scaler_D.state_dict()}}
         if self.G_ema is not None:
-            state["G_ema"] = self.G_ema.state_dict()
+            state["G_ema"] = self.ema_generator().state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -280,6 +298,7 @@ class SAGANTask:
         unwrap(self.D).load_state_dict(state["D"])
         if self.G_ema is not None:  # a run that had no EMA starts one from its G
             self.G_ema.load_state_dict(state.get("G_ema", state["G"]))
+            self.ema_statistics_stale = True
         self.opt_G.load_state_dict(state["optimizers"]["G"])
         self.opt_D.load_state_dict(state["optimizers"]["D"])
         for scaler, saved in ((self.scaler_G, state["scalers"]["G"]), (self.scaler_D, state["scalers"]["D"])):

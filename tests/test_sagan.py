@@ -17,6 +17,7 @@ from nets.sagan import (CPUSyncBatchNorm, SAGANModel, SelfAttention, build_discr
 from train_sagan import SAGANConfig, SAGANTask, d_loss, epoch_is_evaluated, g_loss
 from training.config import build_config
 from training.images import to_uint8
+from training.seeding import latents_for_indices
 
 SCRIPT = "train_sagan.py"
 TINY = ["--config", "configs/sagan_tiny.yaml"]
@@ -219,16 +220,19 @@ def test_two_processes_match_one_with_sync_batchnorm(tmp_path):
 # ---------------------------------------------------------------------------
 # The task in-process: what the sampler leaves alone and what a step touches
 
-@pytest.fixture(scope="module")
-def task_without_ema():
+def tiny_task(overrides):
     from accelerate import Accelerator
     from training.data import ImageBatches, load_images
     from training.loop import Context
-    config = build_config(SAGANConfig, os.path.join(ROOT, "configs", "sagan_tiny.yaml"),
-                          ["train.ema_halflife_kimg=0"])
+    config = build_config(SAGANConfig, os.path.join(ROOT, "configs", "sagan_tiny.yaml"), overrides)
     images = load_images(config.data.path, config.data.resolution, config.data.channels)
     data = ImageBatches(images, config.train.batch_size, config.seed, hflip=True, vflip=True)
-    return SAGANTask(Context(config, Accelerator(cpu=True), None, data, None))
+    return SAGANTask(Context(config, Accelerator(cpu=True), None, data, None)), data
+
+
+@pytest.fixture(scope="module")
+def task_without_ema():
+    return tiny_task(["train.ema_halflife_kimg=0"])[0]
 
 
 def test_sampler_without_ema_uses_eval_mode_and_leaves_training_state_alone(task_without_ema):
@@ -253,3 +257,68 @@ def test_generator_step_leaves_discriminator_untouched(task_without_ema):
     for key, value in D_before.items():
         assert torch.equal(task.D.state_dict()[key], value), key
     assert any(not torch.equal(a, b) for a, b in zip(G_before, task.G.parameters()))
+
+
+def batchnorm_statistics(G) -> dict:
+    """{layer: (running mean, running var)} of every BatchNorm layer of G."""
+    return {name: (m.running_mean.clone(), m.running_var.clone())
+            for name, m in G.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+
+
+def own_batch_statistics(G, z: torch.Tensor) -> dict:
+    """The moments of G's activations at each BatchNorm input when G normalizes one large batch
+    with its own batch statistics: what eval-mode statistics should reproduce."""
+    import copy
+    G = copy.deepcopy(G).train()
+    moments = {}
+    hooks = [m.register_forward_hook(lambda m, args, out, name=name: moments.__setitem__(
+        name, (args[0].mean((0, 2, 3)), args[0].var((0, 2, 3)))))
+        for name, m in G.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    with torch.no_grad():
+        G(z)
+    for hook in hooks:
+        hook.remove()
+    return moments
+
+
+def statistics_error(statistics: dict, own: dict) -> float:
+    """Largest mean offset (in own standard deviations) or log variance ratio over all channels."""
+    return max(max(((mean - own_mean) / own_var.sqrt()).abs().max().item(), (var / own_var).log().abs().max().item())
+               for name, (own_mean, own_var) in own.items() for mean, var in [statistics[name]])
+
+
+def test_ema_generator_normalizes_with_statistics_of_its_own_weights():
+    """G_ema's BatchNorm statistics must be the moments of G_ema's own activations. Copying the live
+    G's running statistics (update_ema copies buffers) or averaging them alongside the weights gives
+    the moments of other weights; recomputing them from G_ema reproduces its own, layer by layer,
+    and that is what the sampler uses and the checkpoint holds."""
+    from training.ema import ema_beta
+    task, data = tiny_task(["train.ema_halflife_kimg=1", "train.ema_rampup=0", "train.g_lr=0.002", "train.d_lr=0.002"])
+    t = task.config.train
+    averaged = batchnorm_statistics(task.G)
+    for step in range(40):
+        task.train_step(data.batch(step), step)
+        beta = ema_beta(t.batch_size, t.ema_halflife_kimg, (step + 1) * t.batch_size)
+        for name, (mean, var) in batchnorm_statistics(task.G).items():
+            averaged[name][0].lerp_(mean, 1 - beta)
+            averaged[name][1].lerp_(var, 1 - beta)
+    copied = batchnorm_statistics(task.G_ema)
+    assert all(torch.equal(copied[name][0], mean) for name, (mean, _) in batchnorm_statistics(task.G).items())
+
+    own = own_batch_statistics(task.G_ema, torch.randn(4096, task.config.model.z_dim, generator=torch.Generator().manual_seed(5)))
+    samples = task.sampler()(torch.arange(6))
+    recomputed = batchnorm_statistics(task.G_ema)
+    errors = {"recomputed": statistics_error(recomputed, own), "copied": statistics_error(copied, own),
+              "averaged": statistics_error(averaged, own)}
+    assert errors["recomputed"] < 0.1 and errors["copied"] > 5 * errors["recomputed"] \
+        and errors["averaged"] > 5 * errors["recomputed"], errors
+
+    saved = task.state_dict()["G_ema"]
+    for name, (mean, var) in recomputed.items():
+        assert torch.equal(saved[f"{name}.running_mean"], mean) and torch.equal(saved[f"{name}.running_var"], var)
+    with torch.no_grad():
+        expected = task.G_ema.eval()(latents_for_indices(torch.arange(6), task.config.model.z_dim, task.config.seed))
+    torch.testing.assert_close(samples, expected)
+    # the same weights get the same statistics: a resumed run samples like an uninterrupted one
+    task.load_state_dict(task.state_dict())
+    torch.testing.assert_close(task.sampler()(torch.arange(6)), samples)

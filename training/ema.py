@@ -1,5 +1,7 @@
 """Exponential moving average of generator weights (what samples and metrics use)."""
 
+from collections.abc import Iterable
+
 import torch
 
 
@@ -22,3 +24,25 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> Non
         p_ema.lerp_(p.detach().to(p_ema.dtype), 1 - beta)
     for b_ema, b in zip(ema.buffers(), model.buffers()):
         b_ema.copy_(b)
+
+
+@torch.no_grad()
+def recompute_batchnorm_statistics(model: torch.nn.Module, inputs: Iterable[torch.Tensor]) -> None:
+    """Every BatchNorm layer's running mean and variance := the mean over `inputs` of the batch
+    statistics `model` itself produces, each layer fed by the already-normalized layers before it.
+
+    An averaged model must not keep the running statistics of the model it averages: those are
+    the moments of other weights' activations. The model's mode and momenta are restored.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    was_training = model.training
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average: every batch counts the same
+    model.train()
+    for x in inputs:
+        model(x)
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+    model.train(was_training)
