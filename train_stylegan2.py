@@ -275,15 +275,9 @@ class StyleGAN2Task:
             scaler.step(opt)
             scaler.update()
 
-    def train_step(self, real: torch.Tensor, step: int) -> dict:
-        t = self.config.train
-        autocast = self.accelerator.autocast
-        lr = self.lr_at(step)
-        for opt, c in ((self.opt_G, self.lazy_G), (self.opt_D, self.lazy_D)):
-            for group in opt.param_groups:
-                group["lr"] = lr * c
-        logs = {"Train/lr": lr}
-
+    def d_step(self, real: torch.Tensor, step: int) -> dict:
+        """D's update of one step (and its lazy R1 when due); returns its logs."""
+        t, autocast, logs = self.config.train, self.accelerator.autocast, {}
         # D: non-saturating logistic loss on augmented reals and fakes.
         self.D_plain.requires_grad_(True)
         with torch.no_grad(), autocast():
@@ -305,6 +299,17 @@ class StyleGAN2Task:
             loss = (r1.mean() * (t.r1_gamma / 2) + logits.mean() * 0) * t.r1_interval
             self._update("D", loss)
             logs["Loss/D/r1"] = r1.detach().mean()
+        return logs
+
+    def train_step(self, real: torch.Tensor, step: int) -> dict:
+        t = self.config.train
+        autocast = self.accelerator.autocast
+        lr = self.lr_at(step)
+        for opt, c in ((self.opt_G, self.lazy_G), (self.opt_D, self.lazy_D)):
+            for group in opt.param_groups:
+                group["lr"] = lr * c
+        logs = {"Train/lr": lr}
+        logs |= self.d_step(real, step)
 
         # G: non-saturating loss through the frozen (unwrapped) D, so D's DDP is not involved.
         self.D_plain.requires_grad_(False)

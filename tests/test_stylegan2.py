@@ -456,3 +456,31 @@ def test_fp16_keeps_one_loss_scaler_per_optimizer(tmp_path):
     checkpoint = load_checkpoint(tmp_path)
     assert set(checkpoint["scalers"]) == {"G", "D"}
     assert all(torch.isfinite(t).all() for t in checkpoint["G_ema"].values() if t.is_floating_point())
+
+
+# ---------------------------------------------------------------------------
+# benchmarks/discriminator_probe.py
+
+def test_discriminator_probe_separates_an_untrained_generator_from_the_data(tmp_path):
+    """An untrained G's samples are easy to tell from particle frames: the probe's D, continuing
+    from the checkpoint with G frozen, must learn to separate them without augmentation."""
+    from accelerate import Accelerator
+    from training.config import to_dict
+    from training.data import ImageBatches, load_images
+    from training.loop import Context
+    config = build_config(StyleGAN2Config, os.path.join(ROOT, "configs", "stylegan2_tiny.yaml"), [])
+    images = load_images(config.data.path, config.data.resolution, config.data.channels)
+    data = ImageBatches(images, config.train.batch_size, config.seed)
+    task = StyleGAN2Task(Context(config, Accelerator(cpu=True), None, data, None))
+    path = tmp_path / "untrained.pt"
+    torch.save({"model": "stylegan2", "config": to_dict(config), "kimg": 0.0, **task.state_dict()}, path)
+    result = run_script("benchmarks/discriminator_probe.py",
+                        ["--ckpt", str(path), "--steps", "80", "--policies", "none", "translation"])
+    probed = json.loads(result.stdout)["policies"]
+    assert set(probed) == {"none", "translation"}
+    plain = probed["none"]
+    assert plain["accuracy"] >= 0.9 and plain["d_loss_last"] < plain["d_loss_first"] - 0.3, plain
+    assert plain["mean_logit_real"] > 0 > plain["mean_logit_fake"], plain
+
+    missing = run_script("benchmarks/discriminator_probe.py", ["--ckpt", str(tmp_path / "nope.pt")], expect_status=2)
+    assert missing.stderr.count("\n") == 1 and "no such file" in missing.stderr
