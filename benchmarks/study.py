@@ -15,7 +15,11 @@ A plan is YAML:
 `set` holds config overrides; `base` starts from another variant (its script,
 config and overrides, then this variant's on top). Each variant trains in
 DIR/<name>/ (an ordinary run folder, training log in DIR/<name>/train.log),
-then its final networks get a copy check (DIR/<name>/memorization/report.json).
+then its final networks get a copy check (DIR/<name>/memorization/report.json)
+and its result is saved as DIR/<name>/result.json and result.png: the report's
+numbers and newest samples, small enough to commit. A variant with a result is
+finished, so a study folder reduced to its results (docs/study_cpu32) can be
+reported, or copied into a fresh folder and continued, on another machine.
 
 Stopping the study anywhere loses at most one checkpoint interval per
 variant: rerunning the same command continues every unfinished variant with
@@ -37,6 +41,7 @@ if __package__ in (None, ""):
 import argparse
 import fcntl
 import json
+import shutil
 import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +57,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = ("stylegan2", "sagan")  # the models scored with FID; SinGAN learns one image
 PLAN_KEYS = {"kimg", "eval", "copy_check_samples", "variants"}
 VARIANT_KEYS = {"script", "config", "set", "base"}
+RESULT_JSON, RESULT_PNG = "result.json", "result.png"  # a finished variant's result (save_result)
 
 
 class StudyError(ValueError):
@@ -160,8 +166,10 @@ def check_variant_config(variant: Variant, path: str) -> None:
 # Running
 
 def trained_kimg(run_dir: str) -> float:
-    """kimg reached by the variant's last checkpoint (0 when it has none)."""
+    """kimg reached by the variant: its saved result's, else its last checkpoint's (0 when it has neither)."""
     import torch
+    if os.path.isfile(os.path.join(run_dir, RESULT_JSON)):
+        return float(read_result(run_dir)["kimg"])
     path = os.path.join(run_dir, "checkpoints", "last.pt")
     if not os.path.isfile(path):
         return 0.0
@@ -206,16 +214,18 @@ def run_variant(plan: Plan, variant: Variant, out: str, threads: int) -> str:
         if not lock.acquire():
             return f"{variant.name}: another process is running it (lock held); left alone"
         trained = trained_kimg(run_dir) >= plan.kimg - 1e-9
-        if trained and os.path.isfile(compare.copy_check_path(run_dir)):
+        if trained and os.path.isfile(os.path.join(run_dir, RESULT_JSON)):
             return f"{variant.name}: finished"
         log_path = os.path.join(run_dir, "train.log")
         if not trained:
             run_logged([sys.executable, f"train_{variant.script}.py", "--config", variant.config, "--resume", "auto",
                         *training_overrides(plan, variant, run_dir)], log_path, threads, lock)
-        checkpoint = os.path.join(run_dir, "checkpoints", "last.pt")
-        run_logged([sys.executable, "eval/memorization.py", "--ckpt", checkpoint, "--num",
-                    str(plan.copy_check_samples), "--out", os.path.dirname(compare.copy_check_path(run_dir))],
-                   log_path, threads, lock)
+        if not os.path.isfile(compare.copy_check_path(run_dir)):
+            checkpoint = os.path.join(run_dir, "checkpoints", "last.pt")
+            run_logged([sys.executable, "eval/memorization.py", "--ckpt", checkpoint, "--num",
+                        str(plan.copy_check_samples), "--out", os.path.dirname(compare.copy_check_path(run_dir))],
+                       log_path, threads, lock)
+        save_result(run_dir)
         return f"{variant.name}: finished now"
     finally:
         lock.release()
@@ -262,6 +272,32 @@ def run_study(plan: Plan, out: str, jobs: int, threads: int, poll_s: float = 10.
 
 
 # ---------------------------------------------------------------------------
+# A finished variant's result: what the report needs, without the run folder
+
+def save_result(run_dir: str) -> None:
+    """DIR/<name>/result.json (config, evaluations, parameter counts, speed, copy rate) and result.png (the
+    newest sample grid): two small files that stand for the finished variant, so a study folder reduced to
+    them (docs/study_cpu32) is reported, and continued on another machine, without checkpoints or logs."""
+    run = compare.read_run(run_dir)
+    result = {key: run[key] for key in ("name", "config", "records", "params", "kimg", "throughput", "copy_rate")}
+    if run["last_samples"]:
+        shutil.copyfile(run["last_samples"], os.path.join(run_dir, RESULT_PNG + ".tmp"))
+        os.replace(os.path.join(run_dir, RESULT_PNG + ".tmp"), os.path.join(run_dir, RESULT_PNG))
+    path = os.path.join(run_dir, RESULT_JSON)
+    with open(path + ".tmp", "w") as f:
+        json.dump(result, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def read_result(run_dir: str) -> dict:
+    """A saved result in the form of compare.read_run's."""
+    with open(os.path.join(run_dir, RESULT_JSON)) as f:
+        run = json.load(f)
+    samples = os.path.join(run_dir, RESULT_PNG)
+    return {**run, "dir": run_dir, "last_samples": samples if os.path.isfile(samples) else None}
+
+
+# ---------------------------------------------------------------------------
 # The report
 
 def write_study_report(plan: Plan, out: str) -> str | None:
@@ -269,7 +305,9 @@ def write_study_report(plan: Plan, out: str) -> str | None:
     runs = []
     for variant in plan.variants:
         run_dir = os.path.join(out, variant.name)
-        if os.path.isfile(os.path.join(run_dir, "metrics.jsonl")) and os.path.isfile(
+        if os.path.isfile(os.path.join(run_dir, RESULT_JSON)):
+            runs.append(read_result(run_dir))
+        elif os.path.isfile(os.path.join(run_dir, "metrics.jsonl")) and os.path.isfile(
                 os.path.join(run_dir, "checkpoints", "last.pt")):
             runs.append(compare.read_run(run_dir))
     if not runs:

@@ -56,12 +56,14 @@ def test_a_study_stopped_mid_training_and_rerun_equals_an_uninterrupted_one(tmp_
     log = (stopped / "sagan-a" / "train.log").read_text()
     assert f"resumed from {last}" in log
 
-    # A finished study is left as it is; a lost copy check is redone without training again.
+    # A finished study is left as it is; a lost copy check and result are redone without training again.
     mtime = last.stat().st_mtime_ns
     assert "sagan-a: finished\n" in run_script("benchmarks/study.py", ["--plan", plan, "--out", str(stopped)]).stdout
-    (stopped / "sagan-a" / "memorization" / "report.json").unlink()
+    for lost in ("memorization/report.json", "result.json"):
+        (stopped / "sagan-a" / lost).unlink()
     run_script("benchmarks/study.py", ["--plan", plan, "--out", str(stopped)])
     assert (stopped / "sagan-a" / "memorization" / "report.json").exists() and last.stat().st_mtime_ns == mtime
+    assert json.loads((stopped / "sagan-a" / "result.json").read_text())["kimg"] == a["kimg"]
 
 
 def test_variants_run_side_by_side_with_bases_and_one_report(tmp_path):
@@ -96,6 +98,21 @@ def test_variants_run_side_by_side_with_bases_and_one_report(tmp_path):
         assert cells[-1] == f"{copies['pixel']['copy_rate']:.3f} / {copies['inception']['copy_rate']:.3f}"
         assert cells[-2] == f"{records[-1]['recall']:.3f}" and cells[-3] == f"{records[-1]['precision']:.3f}"
         assert cells[5] == f"{records[-1]['fid']:.2f}"
+
+    # The finished variants' result files alone (what docs/study_cpu32 keeps) are a finished study with the
+    # same report: nothing trains again, no checkpoint appears.
+    kept = tmp_path / "kept"
+    for name in variants:
+        (kept / name).mkdir(parents=True)
+        for result in ("result.json", "result.png"):
+            (kept / name / result).write_bytes((out / name / result).read_bytes())
+    result = run_script("benchmarks/study.py", ["--plan", plan, "--out", str(kept)])
+    assert sorted(re.findall(r"^(\S+): finished$", result.stdout, re.M)) == ["sg", "sg-ada"]
+    assert not any(kept.glob("*/checkpoints"))
+    kept_report = (kept / "report.md").read_text()
+    assert [r for r in kept_report.splitlines() if r.startswith("| stylegan2")] == \
+        [r for r in report.splitlines() if r.startswith("| stylegan2")]
+    assert (kept / "samples.png").stat().st_size > 1000
 
 
 def test_a_variant_held_by_another_process_is_left_alone(tmp_path):
