@@ -63,7 +63,8 @@ class StyleGAN2Model:
 
 @dataclass
 class StyleGAN2Train(TrainConfig):
-    lr: float = 0.002                     # Adam learning rate of G and D
+    lr: float = 0.002                     # Adam learning rate of G (and of D unless d_lr is set)
+    d_lr: Optional[float] = None          # D's own learning rate (above lr: the two time-scale rule); null = lr
     beta1: float = 0.0
     beta2: float = 0.99
     lr_decay: Literal["none", "cosine"] = "none"  # cosine: from lr down to lr * lr_final_fraction at train.kimg
@@ -82,6 +83,7 @@ class StyleGAN2Train(TrainConfig):
     def validate(self):
         super().validate()
         check(self.lr > 0, "train.lr", "a positive number")
+        check(self.d_lr is None or self.d_lr > 0, "train.d_lr", "a positive number or null")
         check(0 <= self.beta1 < 1, "train.beta1", "a number in [0, 1)")
         check(0 <= self.beta2 < 1, "train.beta2", "a number in [0, 1)")
         check(0 <= self.lr_final_fraction <= 1, "train.lr_final_fraction", "a number in [0, 1]")
@@ -175,7 +177,7 @@ class StyleGAN2Task:
         self.lazy_D = lazy_factor(t.r1_interval, self.r1_enabled)
         self.opt_G = torch.optim.Adam(G.parameters(), lr=t.lr * self.lazy_G,
                                       betas=(t.beta1 ** self.lazy_G, t.beta2 ** self.lazy_G), eps=1e-8)
-        self.opt_D = torch.optim.Adam(D.parameters(), lr=t.lr * self.lazy_D,
+        self.opt_D = torch.optim.Adam(D.parameters(), lr=(t.d_lr or t.lr) * self.lazy_D,
                                       betas=(t.beta1 ** self.lazy_D, t.beta2 ** self.lazy_D), eps=1e-8)
         # fp16 needs loss scaling; one scaler per optimizer so that an overflow in D's
         # backward does not skip G's step (Accelerate's single scaler is shared).
@@ -305,7 +307,8 @@ class StyleGAN2Task:
         t = self.config.train
         autocast = self.accelerator.autocast
         lr = self.lr_at(step)
-        for opt, c in ((self.opt_G, self.lazy_G), (self.opt_D, self.lazy_D)):
+        d_scale = (t.d_lr or t.lr) / t.lr  # D follows lr's schedule at its own level
+        for opt, c in ((self.opt_G, self.lazy_G), (self.opt_D, self.lazy_D * d_scale)):
             for group in opt.param_groups:
                 group["lr"] = lr * c
         logs = {"Train/lr": lr}

@@ -339,6 +339,22 @@ def test_cosine_lr_decay_and_lazy_correction():
     assert [g["lr"] for g in task.opt_D.param_groups + task.opt_G.param_groups] == pytest.approx([0.0008] * 2)
 
 
+def test_d_lr_scales_d_steps_alone():
+    """train.d_lr gives D its own rate: Adam's first step (beta1 = 0) moves each weight by lr * sign(grad),
+    so D's first update doubles with d_lr = 2 lr while G's stays as it was."""
+    deltas = {}
+    for d_lr in ("null", "0.004"):
+        task, data = tiny_task("train.lr=0.002", f"train.d_lr={d_lr}", "train.r1_gamma=0", "train.pl_weight=0")
+        before = {name: {k: v.clone() for k, v in task.state_dict()[name].items()} for name in ("G", "D")}
+        task.train_step(data.batch(1), 1)
+        after = task.state_dict()
+        deltas[d_lr] = {name: torch.cat([(after[name][k] - v).flatten() for k, v in before[name].items()
+                                         if v.is_floating_point()]).abs().max() for name in ("G", "D")}
+    assert deltas["null"]["D"] == pytest.approx(0.002, rel=1e-3)
+    assert deltas["0.004"]["D"] == pytest.approx(0.004, rel=1e-3)
+    assert deltas["0.004"]["G"] == pytest.approx(deltas["null"]["G"], rel=1e-6)
+
+
 # ---------------------------------------------------------------------------
 # The training script
 
