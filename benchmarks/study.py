@@ -25,10 +25,11 @@ Stopping the study anywhere loses at most one checkpoint interval per
 variant: rerunning the same command continues every unfinished variant with
 `--resume auto` (exact resume) and skips finished ones. A variant whose
 training is alive in another process (its lock file is held) is left alone.
-`--jobs N` trains N variants at once with `--threads` threads each (default:
-the CPU cores divided by N, at least 1). After each variant, and at the end,
-DIR/report.md is rewritten by benchmarks/compare.py's report over every
-variant that has evaluations, finished or not. Progress (kimg of all variants
+`--only a,b` trains just those variants now (a study spread over short
+sessions). `--jobs N` trains N variants at once with `--threads` threads each
+(default: the CPU cores divided by N, at least 1). After each variant, and at
+the end, DIR/report.md is rewritten by benchmarks/compare.py's report over
+every variant of the plan that has evaluations, finished or not. Progress (kimg of all variants
 together, with an ETA) goes to stderr; each training's own output to its train.log.
 """
 
@@ -45,7 +46,7 @@ import shutil
 import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 from benchmarks import compare
@@ -231,8 +232,10 @@ def run_variant(plan: Plan, variant: Variant, out: str, threads: int) -> str:
         lock.release()
 
 
-def run_study(plan: Plan, out: str, jobs: int, threads: int, poll_s: float = 10.0) -> list[str]:
-    """Every unfinished variant, `jobs` at a time, in plan order; the report after each one.
+def run_study(plan: Plan, out: str, jobs: int, threads: int, poll_s: float = 10.0,
+              report_plan: Plan | None = None) -> list[str]:
+    """Every unfinished variant of `plan`, `jobs` at a time, in plan order; after each one the report over
+    `report_plan`'s variants (default: the same).
 
     A bar counts the kimg of all variants together (read from their checkpoints every `poll_s`
     seconds), so the study shows its pace and ETA while the trainings write to their own logs.
@@ -249,7 +252,7 @@ def run_study(plan: Plan, out: str, jobs: int, threads: int, poll_s: float = 10.
         write(message)
         with report_lock:
             try:
-                write_study_report(plan, out)
+                write_study_report(report_plan or plan, out)
             except Exception as e:  # a report problem must not stop hours of training; the final one reports it
                 write(f"report not written yet: {type(e).__name__}: {e}")
 
@@ -323,6 +326,7 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="variants trained at once")
     parser.add_argument("--threads", type=int, help="threads per variant (default: CPU cores / jobs, at least 1)")
     parser.add_argument("--report-only", action="store_true", help="rewrite report.md from the run folders; train nothing")
+    parser.add_argument("--only", help="comma-separated variants to train now (default: all); the report covers all")
     args = parser.parse_args(argv)
     if args.jobs < 1 or (args.threads is not None and args.threads < 1):
         exit_with_error("--jobs and --threads must be positive integers")
@@ -330,11 +334,19 @@ def main(argv=None) -> int:
         plan = read_plan(args.plan)
     except StudyError as e:
         exit_with_error(str(e))
+    chosen = plan.variants
+    if args.only:
+        names = [name.strip() for name in args.only.split(",")]
+        unknown = [name for name in names if name not in {v.name for v in plan.variants}]
+        if unknown:
+            exit_with_error(f"--only: {', '.join(unknown)} not in {args.plan} (its variants: "
+                            f"{', '.join(v.name for v in plan.variants)})")
+        chosen = [v for v in plan.variants if v.name in names]
     os.makedirs(args.out, exist_ok=True)
     failures = []
     if not args.report_only:
         threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
-        failures = run_study(plan, args.out, args.jobs, threads)
+        failures = run_study(replace(plan, variants=chosen), args.out, args.jobs, threads, report_plan=plan)
     report = write_study_report(plan, args.out)
     print(f"report: {report}" if report else "report: no variant has evaluations yet")
     for failure in failures:

@@ -127,6 +127,17 @@ def test_a_variant_held_by_another_process_is_left_alone(tmp_path):
     assert "no variant has evaluations yet" in result.stdout
 
 
+def test_only_trains_the_named_variants(tmp_path):
+    plan = write_plan(tmp_path / "plan.yaml", {"sagan-a": SAGAN, "sagan-b": SAGAN}, kimg=0.064, every_kimg=0.032)
+    out = tmp_path / "study"
+    result = run_script("benchmarks/study.py", ["--plan", plan, "--out", str(out), "--only", "sagan-b"])
+    assert "sagan-b: finished now" in result.stdout and "sagan-a" not in result.stdout
+    assert not (out / "sagan-a").exists() and (out / "sagan-b" / "result.json").exists()
+    result = run_script("benchmarks/study.py", ["--plan", plan, "--out", str(out), "--only", "sagan-b,sagan-c"],
+                        expect_status=2)
+    assert result.stderr.count("\n") == 1 and "--only: sagan-c not in" in result.stderr
+
+
 def test_plan_mistakes_are_one_line_before_anything_trains(tmp_path):
     cases = {
         "script must be one of stylegan2, sagan": {"v": {"script": "singan", "config": "configs/singan.yaml"}},
