@@ -52,6 +52,7 @@ class StyleGAN2Model:
     d_channel_max: int = 512
     mbstd_group_size: int = 4             # samples per minibatch-std group (per process)
     conv_clamp: Optional[float] = 256.0   # clamp activations to +-conv_clamp (fp16 safety); null = off
+    noise_max_resolution: Optional[int] = None  # G's per-pixel noise only in layers up to this size; 0 = none; null = all
 
     def validate(self):
         for key in ("z_dim", "w_dim", "mapping_layers", "g_channel_base", "g_channel_max",
@@ -59,6 +60,8 @@ class StyleGAN2Model:
             check(getattr(self, key) >= 1, f"model.{key}", "a positive integer")
         check(self.mapping_lr_multiplier > 0, "model.mapping_lr_multiplier", "a positive number")
         check(self.conv_clamp is None or self.conv_clamp > 0, "model.conv_clamp", "a positive number or null")
+        check(self.noise_max_resolution is None or self.noise_max_resolution >= 0, "model.noise_max_resolution",
+              "a resolution >= 0 (0: no noise inputs) or null (every layer)")
 
 
 @dataclass

@@ -151,27 +151,30 @@ class SynthesisLayer(nn.Module):
                  w_dim: int,                        # width of the style vector w
                  resolution: int,                   # output resolution (for the noise map)
                  up: int = 1,                       # 2 = upsample before the convolution
-                 conv_clamp: float | None = None):  # clamp the output to +-conv_clamp
+                 conv_clamp: float | None = None,   # clamp the output to +-conv_clamp
+                 use_noise: bool = True):           # add per-pixel noise with a learned strength
         super().__init__()
         self.up, self.resolution, self.conv_clamp = up, resolution, conv_clamp
         self.affine = FullyConnected(w_dim, in_channels, bias_init=1.0)
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 3, 3))
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.weight_gain = 1 / math.sqrt(in_channels * 9)
-        self.noise_strength = nn.Parameter(torch.zeros([]))
-        self.register_buffer("noise_const", torch.randn(1, 1, resolution, resolution))
+        self.noise_strength = nn.Parameter(torch.zeros([])) if use_noise else None
+        if use_noise:
+            self.register_buffer("noise_const", torch.randn(1, 1, resolution, resolution))
         self.register_buffer("resample_filter", ops.setup_filter(RESAMPLE_FILTER), persistent=False)
 
     def forward(self, x, w, noise=None, noise_mode="random", fused=False):
         styles = self.affine(w)
         x = modulated_conv2d(x, self.weight * self.weight_gain, styles, demodulate=True, up=self.up, padding=1,
                              resample_filter=self.resample_filter if self.up > 1 else None, fused=fused)
-        if noise is None and noise_mode == "random":
-            noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device)
-        elif noise is None and noise_mode == "const":
-            noise = self.noise_const
-        if noise is not None:
-            x = x + (noise * self.noise_strength).to(x.dtype)
+        if self.noise_strength is not None:
+            if noise is None and noise_mode == "random":
+                noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device)
+            elif noise is None and noise_mode == "const":
+                noise = self.noise_const
+            if noise is not None:
+                x = x + (noise * self.noise_strength).to(x.dtype)
         return ops.bias_act(x, self.bias, act="lrelu", clamp=self.conv_clamp)
 
 
@@ -251,17 +254,16 @@ class SynthesisBlock(nn.Module):
     """One resolution of the synthesis network: (upsampling) convolutions and a toRGB."""
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
-                 conv_clamp: float | None):
+                 conv_clamp: float | None, use_noise: bool = True):
         super().__init__()
         self.is_first = in_channels == 0
+        layer = dict(w_dim=w_dim, resolution=resolution, conv_clamp=conv_clamp, use_noise=use_noise)
         if self.is_first:
             self.const = nn.Parameter(torch.randn(out_channels, resolution, resolution))
-            self.convs = nn.ModuleList([SynthesisLayer(out_channels, out_channels, w_dim, resolution,
-                                                       conv_clamp=conv_clamp)])
+            self.convs = nn.ModuleList([SynthesisLayer(out_channels, out_channels, **layer)])
         else:
-            self.convs = nn.ModuleList([
-                SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2, conv_clamp=conv_clamp),
-                SynthesisLayer(out_channels, out_channels, w_dim, resolution, conv_clamp=conv_clamp)])
+            self.convs = nn.ModuleList([SynthesisLayer(in_channels, out_channels, up=2, **layer),
+                                        SynthesisLayer(out_channels, out_channels, **layer)])
         self.torgb = ToRGB(out_channels, img_channels, w_dim, conv_clamp=conv_clamp)
         self.register_buffer("resample_filter", ops.setup_filter(RESAMPLE_FILTER), persistent=False)
 
@@ -280,7 +282,7 @@ class SynthesisNetwork(nn.Module):
     """W+ -> image: a learned 4x4 constant grown by SynthesisBlocks, skip-connected toRGB outputs."""
 
     def __init__(self, w_dim: int, resolution: int, img_channels: int, channel_base: int, channel_max: int,
-                 conv_clamp: float | None):
+                 conv_clamp: float | None, noise_max_resolution: int | None = None):
         super().__init__()
         log2 = int(np.log2(resolution))
         if resolution < 4 or 2 ** log2 != resolution:
@@ -289,7 +291,8 @@ class SynthesisNetwork(nn.Module):
         blocks, in_channels = [], 0
         for res in self.resolutions:
             out_channels = channels_at(res, channel_base, channel_max)
-            blocks.append(SynthesisBlock(in_channels, out_channels, w_dim, res, img_channels, conv_clamp))
+            use_noise = noise_max_resolution is None or res <= noise_max_resolution
+            blocks.append(SynthesisBlock(in_channels, out_channels, w_dim, res, img_channels, conv_clamp, use_noise))
             in_channels = out_channels
         self.blocks = nn.ModuleList(blocks)
         # Conv i of the network reads ws[:, i]; each toRGB reads the w after its block's last conv.
@@ -319,10 +322,12 @@ class Generator(nn.Module):
                  mapping_lr_multiplier: float = 0.01,
                  channel_base: int = 16384,          # feature maps at resolution r: channel_base / r ...
                  channel_max: int = 512,             # ... at most channel_max
-                 conv_clamp: float | None = 256.0):  # activation clamp (keeps fp16 finite)
+                 conv_clamp: float | None = 256.0,   # activation clamp (keeps fp16 finite)
+                 noise_max_resolution: int | None = None):  # noise inputs only up to this resolution; None: all
         super().__init__()
         self.z_dim, self.w_dim, self.resolution, self.img_channels = z_dim, w_dim, resolution, img_channels
-        self.synthesis = SynthesisNetwork(w_dim, resolution, img_channels, channel_base, channel_max, conv_clamp)
+        self.synthesis = SynthesisNetwork(w_dim, resolution, img_channels, channel_base, channel_max, conv_clamp,
+                                          noise_max_resolution)
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(z_dim, w_dim, mapping_layers, mapping_lr_multiplier)
 
@@ -423,7 +428,8 @@ def build_generator(config: dict) -> Generator:
     return Generator(z_dim=m["z_dim"], w_dim=m["w_dim"], resolution=data["resolution"],
                      img_channels=data["channels"], mapping_layers=m["mapping_layers"],
                      mapping_lr_multiplier=m["mapping_lr_multiplier"], channel_base=m["g_channel_base"],
-                     channel_max=m["g_channel_max"], conv_clamp=m["conv_clamp"])
+                     channel_max=m["g_channel_max"], conv_clamp=m["conv_clamp"],
+                     noise_max_resolution=m.get("noise_max_resolution"))  # absent in older checkpoints: all
 
 
 def build_discriminator(config: dict) -> Discriminator:

@@ -164,6 +164,34 @@ def test_noise_maps_enter_with_learned_strength():
         torch.testing.assert_close(G(z, noise_mode="none"), G(z, noise=zeros))
 
 
+def test_noise_max_resolution_keeps_noise_out_of_finer_layers():
+    """Layers above model.noise_max_resolution have no noise input: their maps change nothing, while a
+    map of a layer at or below it still does; 0 leaves the latent alone to draw the image, and
+    benchmarks/noise_share.py then measures a share of 0 (and > 0 with noise at full strength)."""
+    from benchmarks.noise_share import noise_share
+    G = tiny_generator(noise_max_resolution=8)  # 16 px: layers at 4, 8, 8, 16, 16
+    assert [conv.noise_strength is not None for b in G.synthesis.blocks for conv in b.convs] == \
+        [True, True, True, False, False]
+    with torch.no_grad():
+        for p in (p for name, p in G.named_parameters() if name.endswith("noise_strength")):
+            p.fill_(0.5)
+    z = torch.randn(2, 8)
+    noise = G.noise_from_flat(torch.randn(2, G.noise_numel))
+    with torch.no_grad():
+        for layer, changes in ((4, False), (1, True)):  # a 16-px layer's map, an 8-px layer's map
+            changed = list(noise)
+            changed[layer] = torch.randn_like(noise[layer])
+            assert torch.equal(G(z, noise=noise), G(z, noise=changed)) != changes
+
+    assert noise_share(tiny_generator(noise_max_resolution=0), num=8)[0] == 0.0
+    G = tiny_generator()
+    with torch.no_grad():
+        for p in (p for name, p in G.named_parameters() if name.endswith("noise_strength")):
+            p.fill_(1.0)
+    share, with_noise, without = noise_share(G, num=8)
+    assert 0 < share < 1 and share == pytest.approx(float((with_noise - without).var() / with_noise.var()), rel=1e-5)
+
+
 def test_sampler_depends_only_on_seed_and_index():
     G = tiny_generator().eval()
     sampler = Sampler(G, seed=5)
