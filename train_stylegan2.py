@@ -180,7 +180,8 @@ class StyleGAN2Task:
         self.lazy_D = lazy_factor(t.r1_interval, self.r1_enabled)
         self.opt_G = torch.optim.Adam(G.parameters(), lr=t.lr * self.lazy_G,
                                       betas=(t.beta1 ** self.lazy_G, t.beta2 ** self.lazy_G), eps=1e-8)
-        self.opt_D = torch.optim.Adam(D.parameters(), lr=(t.d_lr or t.lr) * self.lazy_D,
+        self.d_lr_scale = (t.d_lr or t.lr) / t.lr  # D follows lr's schedule at its own level
+        self.opt_D = torch.optim.Adam(D.parameters(), lr=t.lr * self.d_lr_scale * self.lazy_D,
                                       betas=(t.beta1 ** self.lazy_D, t.beta2 ** self.lazy_D), eps=1e-8)
         # fp16 needs loss scaling; one scaler per optimizer so that an overflow in D's
         # backward does not skip G's step (Accelerate's single scaler is shared).
@@ -310,8 +311,7 @@ class StyleGAN2Task:
         t = self.config.train
         autocast = self.accelerator.autocast
         lr = self.lr_at(step)
-        d_scale = (t.d_lr or t.lr) / t.lr  # D follows lr's schedule at its own level
-        for opt, c in ((self.opt_G, self.lazy_G), (self.opt_D, self.lazy_D * d_scale)):
+        for opt, c in ((self.opt_G, self.lazy_G), (self.opt_D, self.lazy_D * self.d_lr_scale)):
             for group in opt.param_groups:
                 group["lr"] = lr * c
         logs = {"Train/lr": lr}

@@ -27,7 +27,7 @@ import torch
 from nets.stylegan2 import Generator, Sampler, sampler_from_checkpoint
 from training.checkpoint import CheckpointError, load_checkpoint
 from training.config import exit_with_error
-from training.images import make_grid, to_uint8
+from training.images import make_grid, save_png, to_uint8
 
 GRID_SAMPLES = 16
 
@@ -47,10 +47,9 @@ def noise_strengths(G: Generator) -> dict:
 
 
 def save_side_by_side(with_noise: torch.Tensor, without: torch.Tensor, path: str) -> None:
-    from PIL import Image
     left, right = (make_grid(to_uint8(x[:GRID_SAMPLES])) for x in (with_noise, without))
     gap = np.zeros((left.shape[0], 8, *left.shape[2:]), dtype=np.uint8)
-    Image.fromarray(np.concatenate([left, gap, right], axis=1).squeeze()).save(path)
+    save_png(np.concatenate([left, gap, right], axis=1), path)
 
 
 def main(argv=None) -> None:

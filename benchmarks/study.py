@@ -29,8 +29,9 @@ training is alive in another process (its lock file is held) is left alone.
 sessions). `--jobs N` trains N variants at once with `--threads` threads each
 (default: the CPU cores divided by N, at least 1). After each variant, and at
 the end, DIR/report.md is rewritten by benchmarks/compare.py's report over
-every variant of the plan that has evaluations, finished or not. Progress (kimg of all variants
-together, with an ETA) goes to stderr; each training's own output to its train.log.
+every variant of the plan that has evaluations, finished or not. Progress
+(kimg of all variants together, with an ETA) goes to stderr; each training's
+own output to its train.log.
 """
 
 import os
@@ -42,6 +43,7 @@ if __package__ in (None, ""):
 import argparse
 import fcntl
 import json
+import pathlib
 import shutil
 import subprocess
 import threading
@@ -52,6 +54,7 @@ from dataclasses import dataclass, field, replace
 from benchmarks import compare
 from benchmarks.train_speed import config_class, script_module
 from training.config import ConfigError, build_config, exit_with_error, read_yaml
+from training.images import write_atomically
 from training.progress import Progress, write
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -284,12 +287,10 @@ def save_result(run_dir: str) -> None:
     run = compare.read_run(run_dir)
     result = {key: run[key] for key in ("name", "config", "records", "params", "kimg", "throughput", "copy_rate")}
     if run["last_samples"]:
-        shutil.copyfile(run["last_samples"], os.path.join(run_dir, RESULT_PNG + ".tmp"))
-        os.replace(os.path.join(run_dir, RESULT_PNG + ".tmp"), os.path.join(run_dir, RESULT_PNG))
-    path = os.path.join(run_dir, RESULT_JSON)
-    with open(path + ".tmp", "w") as f:
-        json.dump(result, f, indent=1)
-    os.replace(path + ".tmp", path)
+        write_atomically(os.path.join(run_dir, RESULT_PNG), lambda tmp: shutil.copyfile(run["last_samples"], tmp),
+                         ".png")
+    write_atomically(os.path.join(run_dir, RESULT_JSON),
+                     lambda tmp: pathlib.Path(tmp).write_text(json.dumps(result, indent=1)), ".json")
 
 
 def read_result(run_dir: str) -> dict:
