@@ -132,6 +132,22 @@ def test_write_clears_and_redraws_the_terminal_bar(clock, capsys, monkeypatch):
     assert capsys.readouterr().out == "kimg 1.00: fid 42\n"
 
 
+def test_lines_written_from_threads_at_once_stay_whole():
+    class SlowStream(io.StringIO):  # a write that yields to other threads, as a pipe to a busy reader does
+        def write(self, text):
+            time.sleep(0.002)
+            return super().write(text)
+
+    stream = SlowStream()
+    names = [f"variant-{i}: finished now" for i in range(8)]
+    threads = [threading.Thread(target=progress.write, args=(name, stream)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(stream.getvalue().splitlines()) == sorted(names)
+
+
 def test_only_the_main_process_reports(monkeypatch, capsys):
     stream = io.StringIO()
     monkeypatch.setenv("RANK", "1")

@@ -51,6 +51,7 @@ import math
 import os
 import shutil
 import sys
+import threading
 import time
 import warnings
 
@@ -60,6 +61,9 @@ REDRAW_S = 0.1             # between redraws on a terminal
 BAR_WIDTH = 24
 
 _open_bars: list["Progress"] = []  # the innermost last; only it draws
+# Lines come from several threads at once (benchmarks/study.py reports each variant from its own thread
+# while a watcher redraws the bar): one holder at a time, and each line leaves in one write.
+_output_lock = threading.RLock()
 
 
 def is_main_process() -> bool:
@@ -254,8 +258,9 @@ class Progress:
             line = f"{self.label} |{'#' * filled}{'.' * (BAR_WIDTH - filled)}| {text}"
         else:
             line = f"{self.label}: {text}"
-        self._emit("\r" + line[:max(columns - 1, 10)] + "\x1b[K")  # never wrap: \r redraws one row only
-        self._on_screen = True
+        with _output_lock:
+            self._emit("\r" + line[:max(columns - 1, 10)] + "\x1b[K")  # never wrap: \r redraws one row only
+            self._on_screen = True
 
     def _emit(self, text: str) -> None:
         try:
@@ -289,10 +294,12 @@ def write(message: str, file=None) -> None:
     if not is_main_process():
         return
     file = file or sys.stdout
-    bar = _open_bars[-1] if _open_bars else None
-    if bar is not None and bar._on_screen:
-        bar._emit("\r\x1b[K")
-        bar._on_screen = False
-    print(message, file=file, flush=True)
-    if bar is not None and bar.terminal:
-        bar._show(time.perf_counter())
+    with _output_lock:
+        bar = _open_bars[-1] if _open_bars else None
+        if bar is not None and bar._on_screen:
+            bar._emit("\r\x1b[K")
+            bar._on_screen = False
+        file.write(message + "\n")  # one write: print() sends the newline separately, so threads' lines could merge
+        file.flush()
+        if bar is not None and bar.terminal:
+            bar._show(time.perf_counter())
