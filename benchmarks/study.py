@@ -23,7 +23,9 @@ reported, or copied into a fresh folder and continued, on another machine.
 
 Stopping the study anywhere loses at most one checkpoint interval per
 variant: rerunning the same command continues every unfinished variant with
-`--resume auto` (exact resume) and skips finished ones. A variant whose
+`--resume auto` (exact resume) and skips finished ones; raising the plan's
+kimg continues finished variants from their checkpoints and redoes their copy
+check and result. A variant whose
 training is alive in another process (its lock file is held) is left alone.
 `--only a,b` trains just those variants now (a study spread over short
 sessions). `--jobs N` trains N variants at once with `--threads` threads each
@@ -169,15 +171,19 @@ def check_variant_config(variant: Variant, path: str) -> None:
 # ---------------------------------------------------------------------------
 # Running
 
+def last_checkpoint(run_dir: str) -> str:
+    return os.path.join(run_dir, "checkpoints", "last.pt")
+
+
 def trained_kimg(run_dir: str) -> float:
-    """kimg reached by the variant: its saved result's, else its last checkpoint's (0 when it has neither)."""
+    """kimg reached by the variant: its last checkpoint's, else its saved result's (0 when it has neither)."""
     import torch
+    path = last_checkpoint(run_dir)
+    if os.path.isfile(path):
+        return float(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["kimg"])  # mmap: no tensor is read
     if os.path.isfile(os.path.join(run_dir, RESULT_JSON)):
         return float(read_result(run_dir)["kimg"])
-    path = os.path.join(run_dir, "checkpoints", "last.pt")
-    if not os.path.isfile(path):
-        return 0.0
-    return float(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["kimg"])  # mmap: no tensor is read
+    return 0.0
 
 
 class VariantLock:
@@ -217,15 +223,24 @@ def run_variant(plan: Plan, variant: Variant, out: str, threads: int) -> str:
     try:
         if not lock.acquire():
             return f"{variant.name}: another process is running it (lock held); left alone"
-        trained = trained_kimg(run_dir) >= plan.kimg - 1e-9
+        kimg = trained_kimg(run_dir)
+        trained = kimg >= plan.kimg - 1e-9
         if trained and os.path.isfile(os.path.join(run_dir, RESULT_JSON)):
             return f"{variant.name}: finished"
         log_path = os.path.join(run_dir, "train.log")
         if not trained:
+            if kimg and not os.path.isfile(last_checkpoint(run_dir)):
+                raise StudyError(f"its result is at {kimg:g} kimg, the plan asks for {plan.kimg:g}, and no checkpoint "
+                                 f"is left to continue from: copy its run folder into {out} or lower the plan's kimg")
+            # A raised budget: the copy check and result of the shorter training no longer describe the networks.
+            for stale in (compare.copy_check_path(run_dir), os.path.join(run_dir, RESULT_JSON),
+                          os.path.join(run_dir, RESULT_PNG)):
+                if os.path.isfile(stale):
+                    os.remove(stale)
             run_logged([sys.executable, f"train_{variant.script}.py", "--config", variant.config, "--resume", "auto",
                         *training_overrides(plan, variant, run_dir)], log_path, threads, lock)
         if not os.path.isfile(compare.copy_check_path(run_dir)):
-            checkpoint = os.path.join(run_dir, "checkpoints", "last.pt")
+            checkpoint = last_checkpoint(run_dir)
             run_logged([sys.executable, "eval/memorization.py", "--ckpt", checkpoint, "--num",
                         str(plan.copy_check_samples), "--out", os.path.dirname(compare.copy_check_path(run_dir))],
                        log_path, threads, lock)
@@ -312,7 +327,7 @@ def write_study_report(plan: Plan, out: str) -> str | None:
         if os.path.isfile(os.path.join(run_dir, RESULT_JSON)):
             runs.append(read_result(run_dir))
         elif os.path.isfile(os.path.join(run_dir, "metrics.jsonl")) and os.path.isfile(
-                os.path.join(run_dir, "checkpoints", "last.pt")):
+                last_checkpoint(run_dir)):
             runs.append(compare.read_run(run_dir))
     if not runs:
         return None

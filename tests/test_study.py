@@ -65,6 +65,24 @@ def test_a_study_stopped_mid_training_and_rerun_equals_an_uninterrupted_one(tmp_
     assert (stopped / "sagan-a" / "memorization" / "report.json").exists() and last.stat().st_mtime_ns == mtime
     assert json.loads((stopped / "sagan-a" / "result.json").read_text())["kimg"] == a["kimg"]
 
+    # A raised budget continues the finished variant and redoes its copy check and result for the new networks,
+    # unless only its result is left: then nothing can continue and the study says so.
+    kept = tmp_path / "kept" / "sagan-a"
+    kept.mkdir(parents=True)
+    for result in ("result.json", "result.png"):
+        (kept / result).write_bytes((stopped / "sagan-a" / result).read_bytes())
+    longer = write_plan(tmp_path / "longer.yaml", {"sagan-a": SAGAN}, kimg=2.56, every_kimg=1.024)
+    copy_check = stopped / "sagan-a" / "memorization" / "report.json"
+    copy_check_mtime = copy_check.stat().st_mtime_ns
+    result = run_script("benchmarks/study.py", ["--plan", longer, "--out", str(stopped)])
+    assert "sagan-a: finished now" in result.stdout
+    assert load_checkpoint(stopped / "sagan-a")["step"] == 320 and last.stat().st_mtime_ns != mtime
+    assert json.loads((stopped / "sagan-a" / "result.json").read_text())["kimg"] == 2.56
+    assert copy_check.stat().st_mtime_ns != copy_check_mtime
+    result = run_script("benchmarks/study.py", ["--plan", longer, "--out", str(tmp_path / "kept")], expect_status=None)
+    assert result.returncode != 0 and "no checkpoint is left to continue from" in result.stdout + result.stderr
+    assert json.loads((kept / "result.json").read_text())["kimg"] == a["kimg"]  # nothing written is lost
+
 
 def test_variants_run_side_by_side_with_bases_and_one_report(tmp_path):
     variants = {
