@@ -33,6 +33,26 @@ data (noise) gets 0. Grids show samples next to their nearest training image
 distance to the distance from that training image to its own nearest other
 training image (a ratio below 1: closer than any other real image gets).
 
+A SinGAN checkpoint has one training image, so copies are looked for patch
+by patch (`nearest_patches`): every patch of a sample (patch x patch pixels,
+default a quarter of the short side, on a grid at --stride) against every
+patch of the real image, at any position. A sample patch is
+
+- copied when it is closer to some real patch than the real image's own
+  patches come to any other non-overlapping real patch (the 5th percentile,
+  --threshold-quantile): the image repeating itself is the yardstick;
+- in place when that real patch overlaps the sample patch's own position (a
+  shift of less than a patch), moved when only a non-overlapping one is.
+
+A sample that reproduces the image has nearly every patch copied in place;
+one that rearranges the image's structures has patches copied from elsewhere,
+or new ones. The copy rate is the share of samples with more than half their
+patches copied in place; the network's own reconstruction of the image is
+checked alike, as the copy every sample is compared with. Output:
+nearest_patches.png (the reconstruction, then the samples, most in place
+first, each beside its map of patches: black copied in place, grey copied
+from elsewhere, white new) and report.json.
+
 Beside them: FID, KID, precision and recall of the same samples
 (eval/fid.py's `scores`). Each phase (generating, real features once per
 flip, generated features) shows its progress on stderr. Output folder
@@ -177,6 +197,133 @@ def write_outputs(out_dir: str, generated: torch.Tensor, variants: torch.Tensor,
 
 
 # ---------------------------------------------------------------------------
+# SinGAN: one training image, copies looked for patch by patch
+
+def image_patches(images_uint8: torch.Tensor, patch: int, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 [N, C, H, W] -> (points [N, P, C*patch*patch] whose Euclidean distance is the RMS difference of
+    [-1, 1] pixel values, top-left corners [P, 2]) of the patches on a grid at `stride`."""
+    _, channels, height, width = images_uint8.shape
+    if patch > min(height, width):
+        raise EvalError(f"patch {patch} px is larger than the {height}x{width} images")
+    flat = torch.nn.functional.unfold(to_float(images_uint8).double(), patch, stride=stride)  # [N, C*p*p, P]
+    rows = torch.arange(0, height - patch + 1, stride)
+    columns = torch.arange(0, width - patch + 1, stride)
+    corners = torch.cartesian_prod(rows, columns)  # unfold's order: row-major
+    return flat.transpose(1, 2) / math.sqrt(channels * patch * patch), corners
+
+
+def nearest_real_patches(queries: torch.Tensor, query_corners: torch.Tensor, real: torch.Tensor,
+                         real_corners: torch.Tensor, patch: int, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each query patch's distance to its nearest real patch that overlaps its own position (corners less
+    than `patch` pixels apart, Chebyshev) and to its nearest one that does not: (near [Q], far [Q])."""
+    near, far = [], []
+    for start in range(0, len(queries), chunk):
+        d = torch.cdist(queries[start:start + chunk], real)  # [q, R]
+        overlaps = (query_corners[start:start + chunk, None, :] - real_corners[None, :, :]).abs().amax(-1) < patch
+        near.append(d.masked_fill(~overlaps, math.inf).min(1).values)
+        far.append(d.masked_fill(overlaps, math.inf).min(1).values)
+    return torch.cat(near), torch.cat(far)
+
+
+def nearest_patches(samples: torch.Tensor, real: torch.Tensor, patch: int, stride: int, *,
+                    threshold_quantile: float = 0.05) -> dict:
+    """Every sample patch against the one real image: copied in place, copied from elsewhere, or new.
+
+    The yardstick is the real image repeating itself: each of its patches on the grid against its nearest
+    real patch that does not overlap it; threshold = `threshold_quantile` of those distances. A sample patch
+    is copied in place when a real patch overlapping its position (a shift of less than `patch` pixels) is
+    closer than that, copied from elsewhere when only a non-overlapping one is: the same search as the
+    yardstick's, so a patch as new as the real image's own patches are to each other counts as copied from
+    elsewhere `threshold_quantile` of the time.
+
+    Args:
+        samples: uint8 [S, C, H, W] generated at the real image's size
+        real:    uint8 [C, H, W] the training image
+        patch, stride: patch side and the step of the grid the patches are taken on
+
+    Returns tensors near, far [S, P] (grid patches, row-major: distance to the nearest overlapping and
+    non-overlapping real patch), in_place, moved [S] (each sample's share of patches copied in place / from
+    elsewhere), real_distance [P], corners [P, 2], and the floats threshold and copy_rate (share of samples
+    with more than half their patches copied in place).
+    """
+    if samples.shape[1:] != real.shape:
+        raise EvalError(f"samples are {tuple(samples.shape[1:])}, the training image {tuple(real.shape)}")
+    real_points, real_corners = image_patches(real[None], patch, 1)
+    real_points = real_points[0]
+    grid = (real_corners % stride == 0).all(1)  # the real image's own patches on the samples' grid
+    _, real_distance = nearest_real_patches(real_points[grid], real_corners[grid], real_points, real_corners, patch)
+    threshold = float(np.quantile(real_distance.numpy(), threshold_quantile))
+    sample_points, corners = image_patches(samples, patch, stride)
+    near, far = (torch.stack(d) for d in zip(*(
+        nearest_real_patches(points, corners, real_points, real_corners, patch) for points in sample_points)))
+    in_place = near < threshold
+    moved = (far < threshold) & ~in_place
+    return {"near": near, "far": far, "in_place": in_place.double().mean(1), "moved": moved.double().mean(1),
+            "real_distance": real_distance, "corners": corners, "threshold": threshold,
+            "copy_rate": float((in_place.double().mean(1) > 0.5).double().mean())}
+
+
+def patch_map(near: torch.Tensor, far: torch.Tensor, threshold: float, corners: torch.Tensor,
+              size: tuple[int, int], patch: int, stride: int) -> torch.Tensor:
+    """uint8 [1, H, W]: each grid patch, over the stride x stride cell at its centre, black when copied in
+    place, grey when copied from elsewhere, white when new (dark grey where no cell reaches, at the edges)."""
+    image = torch.full((1, *size), 96, dtype=torch.uint8)
+    shade = torch.where(near < threshold, 0, torch.where(far < threshold, 160, 255))
+    first = (patch - stride) // 2
+    for (top, left), value in zip(corners.tolist(), shade.tolist()):
+        image[:, top + first:top + first + stride, left + first:left + first + stride] = value
+    return image
+
+
+def singan_patch_check(checkpoint: dict, sampler, args, device) -> dict:
+    """The nearest-patch report of a SinGAN checkpoint's samples and of its reconstruction (the yardstick copy)."""
+    from nets.singan import generators_from_checkpoint, synthesize
+    from training.images import to_uint8
+
+    real = checkpoint["real"]
+    patch = args.patch or max(1, min(real.shape[1:]) // 4)
+    stride = args.stride or max(1, patch // 4)
+    generated = generate(sampler, torch.arange(args.num or 50), args.batch_size, progress="generate")
+    generators = generators_from_checkpoint(checkpoint, device)
+    with torch.no_grad():
+        reconstruction = to_uint8(synthesize(generators, checkpoint["noise_amps"],
+                                             [tuple(s) for s in checkpoint["pyramid"]], None,
+                                             fixed_noise=checkpoint["fixed_noise"].to(device),
+                                             start_scale=len(generators))).cpu()
+    options = {"threshold_quantile": args.threshold_quantile}
+    result = nearest_patches(generated, real, patch, stride, **options)
+    control = nearest_patches(reconstruction, real, patch, stride, **options)
+    out_dir = args.out or os.path.splitext(args.ckpt)[0] + "-memorization"
+    report = {
+        "checkpoint": args.ckpt, "out": out_dir, "model": "singan", "num_fake": len(generated),
+        "size": list(real.shape[1:]), "patch": patch, "stride": stride, "patches_per_sample": len(result["corners"]),
+        "threshold_quantile": args.threshold_quantile, "threshold": result["threshold"],
+        "threshold_rule": f"copied: distance to a real patch < the {args.threshold_quantile:g} quantile of the real "
+                          f"image's patches' distances to their nearest non-overlapping real patch; in place: that "
+                          f"real patch overlaps the sample patch's position, moved: only a non-overlapping one",
+        "copy_rule": "a copy of the image: more than half the sample's patches copied in place",
+        "pixel_distance": "RMS difference of [-1, 1] pixel values = L2 / sqrt(C*patch*patch)",
+        "copy_rate": result["copy_rate"],
+        "samples": {key: quantiles(result[key]) for key in ("in_place", "moved")},
+        "reconstruction": {key: float(control[key][0]) for key in ("in_place", "moved")},
+        "sample_patch_to_nearest_real": quantiles(torch.minimum(result["near"], result["far"]).flatten()),
+        "real_patch_to_nearest_elsewhere": quantiles(result["real_distance"]),
+    }
+    images = torch.cat([reconstruction, generated])
+    near, far = torch.cat([control["near"], result["near"]]), torch.cat([control["far"], result["far"]])
+    order = [0] + (1 + torch.argsort(result["in_place"], descending=True, stable=True)).tolist()
+    maps = torch.stack([patch_map(near[i], far[i], result["threshold"], result["corners"], tuple(real.shape[1:]),
+                                  patch, stride) for i in order[:args.grid]])
+    order = order[:args.grid]
+    os.makedirs(out_dir, exist_ok=True)
+    save_png(pair_grid(images[order], maps.expand(-1, images.shape[1], -1, -1)),
+             os.path.join(out_dir, "nearest_patches.png"))
+    with open(os.path.join(out_dir, "report.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    return report
+
+
+# ---------------------------------------------------------------------------
 # Checkpoint -> report
 
 def memorization(generated: torch.Tensor, real: torch.Tensor, device, *, hflip: bool, vflip: bool,
@@ -224,14 +371,13 @@ def _run(args, device) -> dict | None:
     checkpoint, sampler = checkpoint_sampler(args.ckpt, device, seed=args.seed, truncation=args.truncation,
                                              use_ema=not args.no_ema)
     if checkpoint["model"] == "singan":
-        raise EvalError(f"{args.ckpt} is a SinGAN checkpoint: one training image, no set of real images to "
-                        f"compare copies against")
+        return singan_patch_check(checkpoint, sampler, args, device) if fid._world()[0] == 0 else None
     path, real = checkpoint_real_images(checkpoint, args.ckpt, args.data)
     if len(real) < 4:
         raise EvalError(f"{path}: {len(real)} training image(s); the memorization check needs at least 4")
     data = checkpoint["config"]["data"]
     hflip, vflip = (False, False) if args.no_flips else (bool(data.get("hflip")), bool(data.get("vflip")))
-    generated = generate(sampler, torch.arange(args.num), args.batch_size, progress="generate")
+    generated = generate(sampler, torch.arange(args.num or 1000), args.batch_size, progress="generate")
     outcome = memorization(generated, real, device, hflip=hflip, vflip=vflip,
                            threshold_quantile=args.threshold_quantile, batch_size=args.batch_size,
                            cache_dir=args.cache_dir, cache=not args.no_cache)
@@ -245,6 +391,9 @@ def _run(args, device) -> dict | None:
 
 
 def _print_table(report: dict) -> None:
+    if report.get("model") == "singan":
+        _print_patch_table(report)
+        return
     flips = ", ".join(f for f in report["flips"] if f != "none") or "none"
     print(f"{report['num_fake']} generated vs {report['num_real']} training images (flips: {flips}); a copy is "
           f"closer than the {report['threshold_quantile']:g} quantile of real-to-other-real distances")
@@ -260,12 +409,24 @@ def _print_table(report: dict) -> None:
     print(f"grids, nearest.csv, report.json in {report['out']}")
 
 
+def _print_patch_table(report: dict) -> None:
+    samples, control = report["samples"], report["reconstruction"]
+    print(f"{report['num_fake']} samples vs the {report['size'][0]}x{report['size'][1]} training image, "
+          f"{report['patches_per_sample']} patches of {report['patch']} px each (stride {report['stride']})")
+    print(f"{'share of patches':<22} {'reconstruction':>15} {'samples q05':>12} {'q50':>8} {'q95':>8}")
+    for key, name in (("in_place", "copied in place"), ("moved", "copied from elsewhere")):
+        print(f"{name:<22} {control[key]:>15.3f} {samples[key]['q05']:>12.3f} {samples[key]['q50']:>8.3f} "
+              f"{samples[key]['q95']:>8.3f}")
+    print(f"copy rate {report['copy_rate']:.3f} (samples with more than half their patches copied in place)")
+    print(f"nearest_patches.png, report.json in {report['out']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Nearest training images of a checkpoint's samples: copy rate, "
                                                  "distance distributions, grids, precision/recall.")
     parser.add_argument("--ckpt", required=True, help="checkpoint; its G_ema (G when absent) is checked")
     parser.add_argument("--data", help="training images instead of the checkpoint's data.path")
-    parser.add_argument("--num", type=int, default=1000, help="generated images (default 1000)")
+    parser.add_argument("--num", type=int, help="generated images (default 1000; SinGAN 50)")
     parser.add_argument("--out", help="output folder (default <ckpt without .pt>-memorization)")
     parser.add_argument("--seed", type=int, default=0, help="sample i depends on (seed, i)")
     parser.add_argument("--truncation", type=float, default=1.0, help="truncation psi (StyleGAN2)")
@@ -275,18 +436,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threshold-quantile", type=float, default=0.05,
                         help="copy threshold: this quantile of real-to-other-real distances (default 0.05)")
     parser.add_argument("--grid", type=int, default=32, help="pairs in each grid, most suspicious first")
+    parser.add_argument("--patch", type=int, help="SinGAN: patch side in pixels (default a quarter of the short side)")
+    parser.add_argument("--stride", type=int, help="SinGAN: step of the samples' patch grid (default patch/4)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per generator and Inception call")
     parser.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda when available")
     parser.add_argument("--cache-dir", help=f"reference-feature cache (default {fid.default_cache_dir()})")
     parser.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object on the last line")
     args = parser.parse_args(argv)
-    if args.num < 4:
+    if args.num is not None and args.num < 4:
         parser.error("--num must be at least 4 (precision/recall use k=3 neighbours)")
     if not 0 <= args.threshold_quantile <= 1:
         parser.error("--threshold-quantile must be in [0, 1]")
-    if args.batch_size < 1 or args.grid < 1:
-        parser.error("--batch-size and --grid must be positive")
+    if args.batch_size < 1 or args.grid < 1 or (args.patch or 1) < 1 or (args.stride or 1) < 1:
+        parser.error("--batch-size, --grid, --patch and --stride must be positive")
 
     from eval.inception_weights import WeightsError
     from training.checkpoint import CheckpointError

@@ -299,6 +299,50 @@ def test_copier_and_noise_in_inception_space():
     assert pr.precision_recall(real_variants[:8], noise_features)[0] == 0.0
 
 
+def test_nearest_patches_tells_copies_in_place_from_moved_ones_and_new_ones():
+    """SinGAN's check on a noise image: itself, itself with its halves swapped, and another noise image."""
+    g = torch.Generator().manual_seed(3)
+    real = torch.randint(0, 256, (1, 24, 24), generator=g, dtype=torch.uint8)
+    other = torch.randint(0, 256, (1, 24, 24), generator=g, dtype=torch.uint8)
+    samples = torch.stack([real, real.roll(12, dims=2), other])
+    result = memorization.nearest_patches(samples, real, patch=6, stride=3)
+
+    # 7x7 grid patches against every real patch (19x19 corners), brute force: overlapping ones (corners less
+    # than 6 px apart) and the others; the yardstick is the real grid patches' distance to the others.
+    def rms(a, b):
+        return float((a - b).pow(2).mean().sqrt())
+
+    def nearest(patch, y, x, overlapping):
+        return min(rms(patch, q) for (v, u), q in real_patches.items() if (max(abs(v - y), abs(u - x)) < 6) == overlapping)
+
+    real_float = to_float(real).double()
+    real_patches = {(y, x): real_float[:, y:y + 6, x:x + 6] for y in range(19) for x in range(19)}
+    corners = [(y, x) for y in range(0, 19, 3) for x in range(0, 19, 3)]
+    assert result["corners"].tolist() == [list(c) for c in corners]
+    for s, sample in enumerate(to_float(samples).double()):
+        for p, (y, x) in enumerate(corners):
+            patch = sample[:, y:y + 6, x:x + 6]
+            assert float(result["near"][s, p]) == pytest.approx(nearest(patch, y, x, True), abs=1e-6)
+            assert float(result["far"][s, p]) == pytest.approx(nearest(patch, y, x, False), abs=1e-6)
+    yardstick = [nearest(real_patches[c], *c, False) for c in corners]
+    assert result["real_distance"].tolist() == pytest.approx(yardstick, abs=1e-6)
+    assert result["threshold"] == pytest.approx(float(np.quantile(yardstick, 0.05)), abs=1e-6)
+
+    # What the shares mean, on a larger image so that the yardstick's quantile is well measured. Itself: every
+    # patch copied in place. Swapped halves: the 14 of 15 patch columns that do not cross the seam are copies
+    # from 32 px away. New noise images: copied from elsewhere about as often as the quantile (0.05) says,
+    # since the search is the same as the real image's against itself; hardly ever in place.
+    big = torch.randint(0, 256, (1, 64, 64), generator=g, dtype=torch.uint8)
+    new = torch.randint(0, 256, (8, 1, 64, 64), generator=g, dtype=torch.uint8)
+    shares = memorization.nearest_patches(torch.cat([big[None], big.roll(32, dims=2)[None], new]), big, patch=8,
+                                          stride=4)
+    assert float(shares["in_place"][0]) == 1.0 and float(shares["in_place"][1:].max()) < 0.02
+    assert float(shares["moved"][1]) >= 14 / 15 and float(shares["moved"][2:].mean()) < 0.08
+    assert shares["copy_rate"] == pytest.approx(1 / 10)
+    with pytest.raises(memorization.EvalError, match="larger than"):
+        memorization.nearest_patches(samples, real, patch=25, stride=3)
+
+
 def test_memorization_cli_errors_are_one_line_and_exit_2(tmp_path, capsys, trivial_checkpoints):
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"not a checkpoint")

@@ -312,6 +312,17 @@ def test_run_folder_samples_of_other_sizes_and_metrics(tmp_path, monkeypatch):
                                        "--json"])
     assert json.loads(cli.stdout.strip().splitlines()[-1])["sifid"] == pytest.approx(records[2]["sifid"], rel=1e-4)
 
+    # eval/memorization.py looks for copies patch by patch (12 px patches, a quarter of the side), with the
+    # network's own reconstruction as the copy the samples are compared with.
+    cli = run_script("eval/memorization.py", ["--ckpt", str(out / "checkpoints" / "last.pt"), "--num", "4",
+                                              "--out", str(tmp_path / "copies"), "--json"])
+    copies = json.loads(cli.stdout.strip().splitlines()[-1])
+    assert (copies["model"], copies["num_fake"], copies["patch"], copies["stride"]) == ("singan", 4, 12, 3)
+    assert copies["reconstruction"]["in_place"] > 0.5 > copies["samples"]["in_place"]["q100"]
+    assert copies["copy_rate"] == 0.0
+    with Image.open(tmp_path / "copies" / "nearest_patches.png") as grid:  # the reconstruction and 4 samples
+        assert grid.size == (5 * (2 * 48 + 1 + 4) - 4, 48)
+
     # FID needs a distribution: eval/fid.py points SinGAN checkpoints to eval/sifid.py in one line.
     refused = run_script("eval/fid.py", ["--ckpt", str(out / "checkpoints" / "last.pt")], expect_status=2)
     assert len(refused.stderr.strip().splitlines()) == 1 and "eval/sifid.py" in refused.stderr
