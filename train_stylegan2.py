@@ -53,6 +53,7 @@ class StyleGAN2Model:
     mbstd_group_size: int = 4             # samples per minibatch-std group (per process)
     conv_clamp: Optional[float] = 256.0   # clamp activations to +-conv_clamp (fp16 safety); null = off
     noise_max_resolution: Optional[int] = None  # G's per-pixel noise only in layers up to this size; 0 = none; null = all
+    latent_input: bool = False            # G's 4x4 input mapped from the first style, not a learned constant
 
     def validate(self):
         for key in ("z_dim", "w_dim", "mapping_layers", "g_channel_base", "g_channel_max",

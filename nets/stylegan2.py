@@ -254,12 +254,17 @@ class SynthesisBlock(nn.Module):
     """One resolution of the synthesis network: (upsampling) convolutions and a toRGB."""
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
-                 conv_clamp: float | None, use_noise: bool = True):
+                 conv_clamp: float | None, use_noise: bool = True, latent_input: bool = False):
         super().__init__()
         self.is_first = in_channels == 0
         layer = dict(w_dim=w_dim, resolution=resolution, conv_clamp=conv_clamp, use_noise=use_noise)
-        if self.is_first:
+        if self.is_first and latent_input:
+            # The first maps from the sample's first style, so where things are can differ from sample to
+            # sample without noise inputs (a learned constant gives every sample the same layout).
+            self.input = FullyConnected(w_dim, out_channels * resolution * resolution)
+        elif self.is_first:
             self.const = nn.Parameter(torch.randn(out_channels, resolution, resolution))
+        if self.is_first:
             self.convs = nn.ModuleList([SynthesisLayer(out_channels, out_channels, **layer)])
         else:
             self.convs = nn.ModuleList([SynthesisLayer(in_channels, out_channels, up=2, **layer),
@@ -269,7 +274,10 @@ class SynthesisBlock(nn.Module):
 
     def forward(self, x, img, ws, noise, noise_mode, fused):
         """ws: [B, len(convs) + 1, w_dim] (the last one feeds toRGB); noise: one map or None per conv."""
-        if self.is_first:
+        if self.is_first and hasattr(self, "input"):
+            size = self.convs[0].resolution
+            x = self.input(ws[:, 0]).reshape(ws.shape[0], -1, size, size)
+        elif self.is_first:
             x = self.const[None].expand(ws.shape[0], -1, -1, -1)
         for i, conv in enumerate(self.convs):
             x = conv(x, ws[:, i], noise=noise[i], noise_mode=noise_mode, fused=fused)
@@ -279,10 +287,11 @@ class SynthesisBlock(nn.Module):
 
 
 class SynthesisNetwork(nn.Module):
-    """W+ -> image: a learned 4x4 constant grown by SynthesisBlocks, skip-connected toRGB outputs."""
+    """W+ -> image: a learned 4x4 constant (or a map of the first style) grown by SynthesisBlocks,
+    skip-connected toRGB outputs."""
 
     def __init__(self, w_dim: int, resolution: int, img_channels: int, channel_base: int, channel_max: int,
-                 conv_clamp: float | None, noise_max_resolution: int | None = None):
+                 conv_clamp: float | None, noise_max_resolution: int | None = None, latent_input: bool = False):
         super().__init__()
         log2 = int(np.log2(resolution))
         if resolution < 4 or 2 ** log2 != resolution:
@@ -292,7 +301,8 @@ class SynthesisNetwork(nn.Module):
         for res in self.resolutions:
             out_channels = channels_at(res, channel_base, channel_max)
             use_noise = noise_max_resolution is None or res <= noise_max_resolution
-            blocks.append(SynthesisBlock(in_channels, out_channels, w_dim, res, img_channels, conv_clamp, use_noise))
+            blocks.append(SynthesisBlock(in_channels, out_channels, w_dim, res, img_channels, conv_clamp, use_noise,
+                                         latent_input))
             in_channels = out_channels
         self.blocks = nn.ModuleList(blocks)
         # Conv i of the network reads ws[:, i]; each toRGB reads the w after its block's last conv.
@@ -323,11 +333,12 @@ class Generator(nn.Module):
                  channel_base: int = 16384,          # feature maps at resolution r: channel_base / r ...
                  channel_max: int = 512,             # ... at most channel_max
                  conv_clamp: float | None = 256.0,   # activation clamp (keeps fp16 finite)
-                 noise_max_resolution: int | None = None):  # noise inputs only up to this resolution; None: all
+                 noise_max_resolution: int | None = None,  # noise inputs only up to this resolution; None: all
+                 latent_input: bool = False):        # 4x4 input from the first style instead of a constant
         super().__init__()
         self.z_dim, self.w_dim, self.resolution, self.img_channels = z_dim, w_dim, resolution, img_channels
         self.synthesis = SynthesisNetwork(w_dim, resolution, img_channels, channel_base, channel_max, conv_clamp,
-                                          noise_max_resolution)
+                                          noise_max_resolution, latent_input)
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(z_dim, w_dim, mapping_layers, mapping_lr_multiplier)
 
@@ -429,7 +440,8 @@ def build_generator(config: dict) -> Generator:
                      img_channels=data["channels"], mapping_layers=m["mapping_layers"],
                      mapping_lr_multiplier=m["mapping_lr_multiplier"], channel_base=m["g_channel_base"],
                      channel_max=m["g_channel_max"], conv_clamp=m["conv_clamp"],
-                     noise_max_resolution=m.get("noise_max_resolution"))  # absent in older checkpoints: all
+                     noise_max_resolution=m.get("noise_max_resolution"),  # absent in older checkpoints: all
+                     latent_input=m.get("latent_input", False))
 
 
 def build_discriminator(config: dict) -> Discriminator:

@@ -192,6 +192,35 @@ def test_noise_max_resolution_keeps_noise_out_of_finer_layers():
     assert 0 < share < 1 and share == pytest.approx(float((with_noise - without).var() / with_noise.var()), rel=1e-5)
 
 
+def test_latent_input_gives_each_sample_its_own_first_maps():
+    """The learned constant gives every sample the same 4x4 input, so without noise the layout can only
+    follow from the styles' per-channel scaling of it; model.latent_input maps the input from each sample's
+    first style instead (an equalized-lr dense layer), and a config with the key builds that generator."""
+    from nets.stylegan2 import build_generator
+    from training.config import to_dict
+    for latent_input in (False, True):
+        G = tiny_generator(latent_input=latent_input, noise_max_resolution=0)
+        first = G.synthesis.blocks[0]
+        seen = []
+        handle = first.convs[0].register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+        with torch.no_grad():
+            _, ws = G(torch.randn(3, 8), return_ws=True)
+        handle.remove()
+        x = seen[0]
+        assert x.shape == (3, 16, 4, 4)
+        assert (torch.equal(x[0], x[1]) and torch.equal(x[1], x[2])) != latent_input
+        assert ("synthesis.blocks.0.const" in G.state_dict()) != latent_input
+        if latent_input:
+            weight = first.input.weight / math.sqrt(16)  # w_dim 16
+            torch.testing.assert_close(x, (ws[:, 0] @ weight.T + first.input.bias).reshape(3, 16, 4, 4))
+
+    config = to_dict(build_config(StyleGAN2Config, os.path.join(ROOT, "configs", "stylegan2_tiny.yaml"),
+                                  ["model.latent_input=true"]))
+    assert "synthesis.blocks.0.input.weight" in build_generator(config).state_dict()
+    del config["model"]["latent_input"]  # a checkpoint from before the key: the constant
+    assert "synthesis.blocks.0.const" in build_generator(config).state_dict()
+
+
 def test_sampler_depends_only_on_seed_and_index():
     G = tiny_generator().eval()
     sampler = Sampler(G, seed=5)
