@@ -229,6 +229,8 @@ with open(os.path.join({out!r}, f"result{{rank}}.json"), "w") as f:
 dist.barrier()
 fid.main(["--real", {real_dir!r}, "--fake", {fake_dir!r}, "--json", "--no-cache", "--batch-size", "8"])
 accelerator.end_training()
+if dist.is_initialized():  # as training/loop.py ends: a group left to the interpreter's exit can abort it
+    dist.destroy_process_group()
 '''
 
 

@@ -392,6 +392,8 @@ fid.feature_extractor = lambda device: PixelFeatures()
 memorization.main(["--ckpt", {ckpt!r}, "--num", "21", "--batch-size", "4", "--out", {mem_out!r}, "--no-cache",
                    "--json"])
 accelerator.end_training()
+if dist.is_initialized():  # as training/loop.py ends: a group left to the interpreter's exit can abort it
+    dist.destroy_process_group()
 '''
 
 

@@ -145,6 +145,8 @@ result = evaluator_with_stats().evaluate(toy_sampler(seed=1, channels=1, resolut
 with open(os.path.join({out!r}, f"result{{accelerator.process_index}}.json"), "w") as f:
     json.dump(result, f)
 accelerator.end_training()
+if dist.is_initialized():  # as training/loop.py ends: a group left to the interpreter's exit can abort it
+    dist.destroy_process_group()
 '''
 
 

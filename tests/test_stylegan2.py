@@ -220,6 +220,16 @@ def test_latent_input_gives_each_sample_its_own_first_maps():
     del config["model"]["latent_input"]  # a checkpoint from before the key: the constant
     assert "synthesis.blocks.0.const" in build_generator(config).state_dict()
 
+    # ... and resumes under today's config, where the key holds its default, but not with the key changed.
+    from training.checkpoint import CheckpointError
+    from training.loop import check_resumable
+    old = {"model": "stylegan2", "config": config}
+    today = build_config(StyleGAN2Config, os.path.join(ROOT, "configs", "stylegan2_tiny.yaml"), [])
+    check_resumable(old, today, "stylegan2")
+    today.model.latent_input = True
+    with pytest.raises(CheckpointError, match=r"trained with model.latent_input=False, the config says True"):
+        check_resumable(old, today, "stylegan2")
+
 
 def test_sampler_depends_only_on_seed_and_index():
     G = tiny_generator().eval()

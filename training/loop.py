@@ -14,7 +14,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, is_dataclass
 from typing import Callable, Protocol
 
 import torch
@@ -225,12 +225,16 @@ def check_resumable(checkpoint: dict, config, name: str) -> None:
     if checkpoint["model"] != name:
         raise CheckpointError(f"--resume: checkpoint is a {checkpoint['model']} run, not {name}")
     saved, current = checkpoint["config"], to_dict(config)
-    for section, key in [("model", None), ("data", "resolution"), ("data", "channels")]:
-        a, b = saved.get(section), current.get(section)
-        if key:
-            a, b = (a or {}).get(key), (b or {}).get(key)
+    # A model key added after the checkpoint was written means its default, the networks the run trained.
+    model = getattr(config, "model", None)
+    defaults = to_dict(type(model)()) if is_dataclass(model) else {}
+    saved_model, current_model = {**defaults, **(saved.get("model") or {})}, current.get("model") or {}
+    compared = [(f"model.{key}", saved_model.get(key), current_model.get(key))
+                for key in sorted(set(saved_model) | set(current_model))]
+    compared += [(f"data.{key}", (saved.get("data") or {}).get(key), current["data"].get(key))
+                 for key in ("resolution", "channels")]
+    for where, a, b in compared:
         if a != b:
-            where = f"{section}.{key}" if key else section
             raise CheckpointError(f"--resume: the checkpoint was trained with {where}={a}, the config says {b}; "
                                   f"use the run's own config.yaml")
     saved, current = normalization_from_config(saved.get("data", {})), normalization_from_config(current["data"])
