@@ -72,6 +72,7 @@ import argparse
 import csv
 import json
 import math
+import pathlib
 
 import numpy as np
 import torch
@@ -80,7 +81,7 @@ from eval import fid
 from eval.fid import EvalError, checkpoint_real_images, checkpoint_sampler, init_distributed
 from eval.generate import generate
 from eval.precision_recall import nearest, quantiles
-from training.images import save_png, to_float
+from training.images import save_png, to_float, write_atomically
 
 FLIP_NAMES = ("none", "h", "v", "hv")
 PAIRS_PER_ROW = 8
@@ -192,8 +193,12 @@ def write_outputs(out_dir: str, generated: torch.Tensor, variants: torch.Tensor,
                 row += [int(result["train"][i]), flip_names[int(result["flip"][i])],
                         f"{float(result['distance'][i]):.6g}", f"{float(result['ratio'][i]):.6g}"]
             writer.writerow(row)
-    with open(os.path.join(out_dir, "report.json"), "w") as f:
-        json.dump(report, f, indent=1)
+    write_report(out_dir, report)
+
+
+def write_report(out_dir: str, report: dict) -> None:
+    write_atomically(os.path.join(out_dir, "report.json"),
+                     lambda tmp: pathlib.Path(tmp).write_text(json.dumps(report, indent=1)), ".json")
 
 
 # ---------------------------------------------------------------------------
@@ -311,15 +316,12 @@ def singan_patch_check(checkpoint: dict, sampler, args, device) -> dict:
     }
     images = torch.cat([reconstruction, generated])
     near, far = torch.cat([control["near"], result["near"]]), torch.cat([control["far"], result["far"]])
-    order = [0] + (1 + torch.argsort(result["in_place"], descending=True, stable=True)).tolist()
+    order = ([0] + (1 + torch.argsort(result["in_place"], descending=True, stable=True)).tolist())[:args.grid]
     maps = torch.stack([patch_map(near[i], far[i], result["threshold"], result["corners"], tuple(real.shape[1:]),
-                                  patch, stride) for i in order[:args.grid]])
-    order = order[:args.grid]
-    os.makedirs(out_dir, exist_ok=True)
+                                  patch, stride) for i in order])
     save_png(pair_grid(images[order], maps.expand(-1, images.shape[1], -1, -1)),
              os.path.join(out_dir, "nearest_patches.png"))
-    with open(os.path.join(out_dir, "report.json"), "w") as f:
-        json.dump(report, f, indent=1)
+    write_report(out_dir, report)
     return report
 
 

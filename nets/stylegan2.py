@@ -256,15 +256,15 @@ class SynthesisBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
                  conv_clamp: float | None, use_noise: bool = True, latent_input: bool = False):
         super().__init__()
-        self.is_first = in_channels == 0
+        self.is_first, self.latent_input = in_channels == 0, latent_input
         layer = dict(w_dim=w_dim, resolution=resolution, conv_clamp=conv_clamp, use_noise=use_noise)
-        if self.is_first and latent_input:
-            # The first maps from the sample's first style, so where things are can differ from sample to
-            # sample without noise inputs (a learned constant gives every sample the same layout).
-            self.input = FullyConnected(w_dim, out_channels * resolution * resolution)
-        elif self.is_first:
-            self.const = nn.Parameter(torch.randn(out_channels, resolution, resolution))
         if self.is_first:
+            if latent_input:
+                # The first maps from the sample's first style, so where things are can differ from sample to
+                # sample without noise inputs (a learned constant gives every sample the same layout).
+                self.input = FullyConnected(w_dim, out_channels * resolution * resolution)
+            else:
+                self.const = nn.Parameter(torch.randn(out_channels, resolution, resolution))
             self.convs = nn.ModuleList([SynthesisLayer(out_channels, out_channels, **layer)])
         else:
             self.convs = nn.ModuleList([SynthesisLayer(in_channels, out_channels, up=2, **layer),
@@ -274,7 +274,7 @@ class SynthesisBlock(nn.Module):
 
     def forward(self, x, img, ws, noise, noise_mode, fused):
         """ws: [B, len(convs) + 1, w_dim] (the last one feeds toRGB); noise: one map or None per conv."""
-        if self.is_first and hasattr(self, "input"):
+        if self.is_first and self.latent_input:
             size = self.convs[0].resolution
             x = self.input(ws[:, 0]).reshape(ws.shape[0], -1, size, size)
         elif self.is_first:
