@@ -282,17 +282,19 @@ def patch_map(near: torch.Tensor, far: torch.Tensor, threshold: float, corners: 
 
 def singan_patch_check(checkpoint: dict, sampler, args, device) -> dict:
     """The nearest-patch report of a SinGAN checkpoint's samples and of its reconstruction (the yardstick copy)."""
-    from nets.singan import generators_from_checkpoint, synthesize
-    from training.images import to_uint8
+    from nets.singan import generators_from_checkpoint, image_pyramid, synthesize
+    from training.images import to_float, to_uint8
 
-    real = checkpoint["real"]
+    # A checkpoint written mid-training samples at its last trained scale: compare with that scale's image.
+    sizes = [tuple(s) for s in checkpoint["pyramid"][:len(checkpoint["noise_amps"])]]
+    real = to_uint8(image_pyramid(to_float(checkpoint["real"])[None], sizes)[-1])[0]
     patch = args.patch or max(1, min(real.shape[1:]) // 4)
     stride = args.stride or max(1, patch // 4)
     generated = generate(sampler, torch.arange(args.num or 50), args.batch_size, progress="generate")
     generators = generators_from_checkpoint(checkpoint, device)
     with torch.no_grad():
         reconstruction = to_uint8(synthesize(generators, checkpoint["noise_amps"],
-                                             [tuple(s) for s in checkpoint["pyramid"]], None,
+                                             sizes, None,
                                              fixed_noise=checkpoint["fixed_noise"].to(device),
                                              start_scale=len(generators))).cpu()
     options = {"threshold_quantile": args.threshold_quantile}

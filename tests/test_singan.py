@@ -339,6 +339,10 @@ def test_resume_continues_at_the_right_scale_and_step(tmp_path):
     assert "resumed from" in result.stdout and "at scale 0 step 12" in result.stdout
     middle = load_checkpoint(resumed)
     assert (middle["scale"], middle["scale_step"], middle["step"]) == (1, 7, 19)  # mid-scale stop
+    # The copy check of a checkpoint taken mid-training compares its samples with that scale's image.
+    cli = run_script("eval/memorization.py", ["--ckpt", str(resumed / "checkpoints" / "last.pt"), "--num", "4",
+                                              "--out", str(tmp_path / "copies"), "--json"])
+    assert json.loads(cli.stdout.strip().splitlines()[-1])["size"] == [37, 37]
     result = run_script(SCRIPT, [*args, f"out_dir={resumed}", "--resume", "auto"])
     assert "at scale 1 step 7" in result.stdout
     a, b = load_checkpoint(straight), load_checkpoint(resumed)
