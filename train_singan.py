@@ -48,13 +48,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch
 import torch.nn.functional as F
 
-from nets.singan import (build_scale, draw_noise, image_pyramid, init_weights, pyramid_sizes, resize, scale_width,
-                         synthesize, output_sizes)
+from nets.singan import (build_scale, draw_noise, image_pyramid, init_weights, noise_border, pyramid_sizes, resize,
+                         scale_width, synthesize, output_sizes)
 from training.checkpoint import CheckpointError, load_checkpoint
 from training.config import BaseConfig, DataConfig, EvalConfig, TrainConfig, check, to_dict
 from training.data import load_image_full
 from training.images import make_grid, save_png, to_float, to_uint8
-from training.loop import Context, ScalarAverager, finish, start, user_errors
+from training.loop import Context, ScalarAverager, finish, model_differences, start, user_errors
 from training.progress import Progress, write
 from training.seeding import generator, rng_state, set_rng_state
 
@@ -97,12 +97,15 @@ class SinGANModel:
     max_channels: int = 128  # cap on the doubling
     double_every: int = 4    # the width doubles every this many scales
     layers: int = 5          # 3x3 conv layers per network (receptive field 2 * layers + 1 pixels)
+    padding: Literal["same", "noise"] = "same"  # same: every conv pads with zeros; noise: G's input padded
+                             # once with noise (its own image mirrored), D unpadded: no border to copy by
 
     def validate(self):
         check(self.channels >= 1, "model.channels", "a positive integer")
         check(self.max_channels >= self.channels, "model.max_channels", "an integer >= model.channels")
         check(self.double_every >= 1, "model.double_every", "a positive integer")
         check(self.layers >= 2, "model.layers", "an integer >= 2")
+        check(self.padding in ("same", "noise"), "model.padding", "same or noise")
 
 
 @dataclass
@@ -172,6 +175,12 @@ class SinGANConfig(BaseConfig):
     model: SinGANModel = field(default_factory=SinGANModel)
     train: SinGANTrain = field(default_factory=SinGANTrain)
     eval: SinGANEval = field(default_factory=SinGANEval)
+
+    def validate(self):
+        if self.model.padding == "noise":  # D's unpadded stack needs one whole patch at the coarsest scale
+            patch = 2 * self.model.layers + 1
+            check(self.data.min_size >= patch, "data.min_size",
+                  f"an integer >= {patch} with model.padding=noise (one {patch}x{patch} patch for D)")
 
 
 def parse_factors(text: str) -> tuple[float, float] | None:
@@ -244,7 +253,9 @@ class SinGANTrainer:
         self.reals = image_pyramid(to_float(image_uint8)[None].to(self.device), self.sizes)
         self.reals_uint8 = [to_uint8(real)[0].cpu() for real in self.reals]
         fixed = generator(config.seed, "fixed_noise")  # the same on every process: one reconstruction
-        self.fixed_noise = draw_noise(fixed, (1, d.channels, *self.sizes[0]), True, "cpu").to(self.device)
+        border = noise_border(config.model.layers, config.model.padding)
+        noise_size = (self.sizes[0][0] + 2 * border, self.sizes[0][1] + 2 * border)
+        self.fixed_noise = draw_noise(fixed, (1, d.channels, *noise_size), True, "cpu").to(self.device)
         self.generators, self.discriminators, self.noise_amps = [], [], []
         self.scale, self.step = 0, 0
         self.wallclock_before = 0.0  # seconds trained before a resume
@@ -368,7 +379,7 @@ class SinGANTrainer:
                 group["lr"] = lr
         g = generator(self.config.seed, "noise", self.rank, n, step, device=self.device)  # each process its own
         batch, amp, G, D = self.local_batch, self.noise_amps[n], self.G, self.D
-        shape = (batch, self.config.data.channels, *self.sizes[n])
+        shape = (batch, self.config.data.channels, *G.input_size(self.sizes[n]))
         real = self.reals[n].expand(batch, -1, -1, -1)
         stats = {}
 
@@ -377,7 +388,7 @@ class SinGANTrainer:
             previous = self.random_input(g, batch)
             z = draw_noise(g, shape, n == 0, self.device)
             with torch.no_grad(), acc.autocast():
-                fake = G(amp * z + previous, previous).float()
+                fake = G(amp * z, previous).float()
             with acc.autocast():
                 loss_real = -D(real).float().mean()
                 loss_fake = D(fake).float().mean()
@@ -388,13 +399,13 @@ class SinGANTrainer:
                 stats[name] = stats.get(name, 0) + value.detach() / t.d_steps
 
         D.requires_grad_(False)
-        recon_noise = self.fixed_noise if n == 0 else torch.zeros_like(self.recon_input)
+        recon_noise = self.fixed_noise if n == 0 else torch.zeros(1, *shape[1:], device=self.device)
         for _ in range(t.g_steps):
             previous = self.random_input(g, batch)
             z = draw_noise(g, shape, n == 0, self.device)
             with acc.autocast():
-                loss_adv = -D(G(amp * z + previous, previous)).float().mean()
-                reconstruction = G(amp * recon_noise + self.recon_input, self.recon_input).float()
+                loss_adv = -D(G(amp * z, previous)).float().mean()
+                reconstruction = G(amp * recon_noise, self.recon_input).float()
             loss_recon = F.mse_loss(reconstruction, self.reals[n])
             loss = loss_adv + t.recon_weight * loss_recon
             self.optimize(G, self.opt_G, self.scaler_G, loss)
@@ -505,14 +516,12 @@ class SinGANTrainer:
         if checkpoint["model"] != self.name:
             raise CheckpointError(f"--resume: {path} is a {checkpoint['model']} run, not singan")
         saved, current = checkpoint["config"], to_dict(self.config)
-        keys = [("model", None), ("data", "max_size"), ("data", "min_size"), ("data", "scale_factor"),
-                ("data", "channels"), ("train", "steps_per_scale")]
-        for section, key in keys:
-            a, b = saved[section], current[section]
-            if key:
-                a, b = a[key], b[key]
+        keys = [("data", "max_size"), ("data", "min_size"), ("data", "scale_factor"), ("data", "channels"),
+                ("train", "steps_per_scale")]
+        compared = model_differences(saved, self.config) + \
+            [(f"{section}.{key}", saved[section][key], current[section][key]) for section, key in keys]
+        for where, a, b in compared:
             if a != b:
-                where = f"{section}.{key}" if key else section
                 raise CheckpointError(f"--resume: the checkpoint was trained with {where}={a}, the config says "
                                       f"{b}; use the run's own config.yaml")
         if [tuple(s) for s in checkpoint["pyramid"]] != self.sizes or \

@@ -121,10 +121,11 @@ class PerSampleBatchNorm2d(nn.BatchNorm2d):
 
 
 class ConvBlock(nn.Sequential):
-    """3x3 convolution ('same' zero padding), BatchNorm (`norm`), LeakyReLU(0.2)."""
+    """3x3 convolution (`padding` 1: 'same' with zeros, 0: none), BatchNorm (`norm`), LeakyReLU(0.2)."""
 
-    def __init__(self, in_channels: int, out_channels: int, norm: type[nn.BatchNorm2d] = nn.BatchNorm2d):
-        super().__init__(nn.Conv2d(in_channels, out_channels, 3, padding=1),
+    def __init__(self, in_channels: int, out_channels: int, norm: type[nn.BatchNorm2d] = nn.BatchNorm2d,
+                 padding: int = 1):
+        super().__init__(nn.Conv2d(in_channels, out_channels, 3, padding=padding),
                          norm(out_channels),
                          nn.LeakyReLU(0.2))
 
@@ -140,27 +141,50 @@ def init_weights(module: nn.Module, g: torch.Generator) -> None:
             m.bias.data.zero_()
 
 
-def conv_blocks(channels: int, width: int, count: int, norm: type[nn.BatchNorm2d] = nn.BatchNorm2d) -> nn.Sequential:
+def conv_blocks(channels: int, width: int, count: int, norm: type[nn.BatchNorm2d] = nn.BatchNorm2d,
+                padding: int = 1) -> nn.Sequential:
     """The hidden stack G and D share: `count` ConvBlocks, channels -> width -> ... -> width."""
-    return nn.Sequential(ConvBlock(channels, width, norm), *[ConvBlock(width, width, norm) for _ in range(count - 1)])
+    return nn.Sequential(ConvBlock(channels, width, norm, padding),
+                         *[ConvBlock(width, width, norm, padding) for _ in range(count - 1)])
+
+
+def noise_border(layers: int, padding: str) -> int:
+    """Pixels by which G's noise input exceeds its output on each side: `layers` with padding "noise", else 0."""
+    return layers if padding == "noise" else 0
 
 
 class ScaleGenerator(nn.Module):
-    """One scale's generator: G(z + x_prev) + x_prev, with a tanh on G's own output.
+    """One scale's generator: G(σz + x_prev) + x_prev, with a tanh on G's own output.
+
+    With padding "same" every convolution pads with zeros, and the noise σz has the
+    image's size. With "noise" the convolutions are unpadded and the input is
+    padded once instead, by `layers` pixels: the noise σz is drawn that much larger
+    (`input_size`) and x_prev is mirrored into the border. No convolution then sees
+    a zero border, so G cannot tell where in the image it is from the padding and
+    must take the layout from x_prev (at the coarsest scale, from the noise alone).
 
     Args:
         channels: image channels (1 grayscale, 3 colour)
         width:    feature channels of every hidden layer
         layers:   3x3 conv layers in all (layers - 1 ConvBlocks, then the output conv)
+        padding:  "same" or "noise"
     """
 
-    def __init__(self, channels: int, width: int, layers: int = 5):
+    def __init__(self, channels: int, width: int, layers: int = 5, padding: str = "same"):
         super().__init__()
-        self.features = conv_blocks(channels, width, layers - 1)
-        self.to_image = nn.Conv2d(width, channels, 3, padding=1)
+        conv_padding = 1 if padding == "same" else 0
+        self.features = conv_blocks(channels, width, layers - 1, padding=conv_padding)
+        self.to_image = nn.Conv2d(width, channels, 3, padding=conv_padding)
+        self.border = noise_border(layers, padding)
 
-    def forward(self, noisy_input: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.to_image(self.features(noisy_input))) + previous
+    def input_size(self, size: Size) -> Size:
+        """The noise map's (H, W) for an output of `size`."""
+        return size[0] + 2 * self.border, size[1] + 2 * self.border
+
+    def forward(self, noise: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        """noise: σz at `input_size(previous's size)`; previous: the up-sampled coarser output (zeros at scale 0)."""
+        padded = F.pad(previous, [self.border] * 4, mode="reflect") if self.border else previous
+        return torch.tanh(self.to_image(self.features(noise + padded))) + previous
 
 
 class PatchDiscriminator(nn.Module):
@@ -169,17 +193,22 @@ class PatchDiscriminator(nn.Module):
     Its BatchNorm keeps every image's statistics apart (PerSampleBatchNorm2d), so
     with several images per process each score, and each image's gradient
     penalty, is what that image alone would give, as in the reference's batch of 1.
+    With padding "same" the score map has the image's size (zero-padded borders);
+    with "noise" the convolutions are unpadded, as the reference's D: only whole
+    patches inside the image are scored, so D cannot locate them by the border.
 
     Args:
         channels: image channels
         width:    feature channels of every hidden layer
         layers:   3x3 conv layers in all (layers - 1 ConvBlocks, then the score conv)
+        padding:  "same" or "noise"
     """
 
-    def __init__(self, channels: int, width: int, layers: int = 5):
+    def __init__(self, channels: int, width: int, layers: int = 5, padding: str = "same"):
         super().__init__()
-        self.features = conv_blocks(channels, width, layers - 1, norm=PerSampleBatchNorm2d)
-        self.to_score = nn.Conv2d(width, 1, 3, padding=1)
+        conv_padding = 1 if padding == "same" else 0
+        self.features = conv_blocks(channels, width, layers - 1, norm=PerSampleBatchNorm2d, padding=conv_padding)
+        self.to_score = nn.Conv2d(width, 1, 3, padding=conv_padding)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.to_score(self.features(images))
@@ -190,7 +219,7 @@ def build_scale(kind: str, config: dict, scale: int, channels: int) -> nn.Module
     model = config["model"]
     width = scale_width(scale, model["channels"], model["max_channels"], model["double_every"])
     network = ScaleGenerator if kind == "G" else PatchDiscriminator
-    return network(channels, width, model["layers"])
+    return network(channels, width, model["layers"], model.get("padding", "same"))  # checkpoints before the key: same
 
 
 # ---------------------------------------------------------------------------
@@ -216,7 +245,7 @@ def synthesize(generators, noise_amps: list[float], sizes: list[Size], noise: No
         noise_amps:  noise standard deviation per scale
         sizes:       (H, W) per scale for the random scales
         noise:       `noise(scale, shape)` -> noise map, for scales >= start_scale
-        fixed_noise: the coarsest reconstruction noise [1, C, H0, W0]
+        fixed_noise: the coarsest reconstruction noise [1, C, *G.input_size((H0, W0))]
         start_scale: scales below it reproduce the reconstruction of the real image
                      (fixed noise at scale 0, none above) at `train_sizes`; the result
                      is then stretched to `sizes[start_scale]` and refined with noise.
@@ -234,10 +263,11 @@ def synthesize(generators, noise_amps: list[float], sizes: list[Size], noise: No
         device = G.to_image.weight.device
         x = torch.zeros(batch, channels, *size, device=device) if x is None else resize(x, size)
         if reconstruct:
-            z = fixed_noise.expand(batch, -1, -1, -1) if k == 0 else torch.zeros_like(x)
+            z = fixed_noise.expand(batch, -1, -1, -1) if k == 0 else \
+                torch.zeros(batch, channels, *G.input_size(size), device=device)
         else:
-            z = noise(k, (batch, channels, *size))
-        x = G(noise_amps[k] * z + x, x)
+            z = noise(k, (batch, channels, *G.input_size(size)))
+        x = G(noise_amps[k] * z, x)
     return x
 
 

@@ -14,8 +14,9 @@ from plumbing import ROOT, assert_state_close, load_checkpoint, run_script
 from eval.inception_weights import WeightsError
 from eval.psnr_ssim import gaussian_window, psnr, ssim
 from eval.sifid import SIFID, AuthorsFeatures, ImageTooSmall, InceptionFeatures
-from nets.singan import (PatchDiscriminator, PerSampleBatchNorm2d, build_scale, generators_from_checkpoint, init_weights,
-                         output_sizes, pyramid_sizes, sampler_from_checkpoint, synthesize)
+from nets.singan import (PatchDiscriminator, PerSampleBatchNorm2d, ScaleGenerator, build_scale,
+                         generators_from_checkpoint, init_weights, output_sizes, pyramid_sizes, sampler_from_checkpoint,
+                         synthesize)
 from train_singan import SinGANConfig, gradient_penalty, load_training_image
 from training.config import build_config, to_dict
 from training.images import to_uint8
@@ -241,6 +242,44 @@ def test_authors_sifid_against_their_formula(tmp_path, monkeypatch):
         AuthorsFeatures("cpu")
 
 
+def _shift_of_output(network, inputs, shift):
+    """Largest difference between network(window) shifted by `shift` and network(the window moved by `shift`),
+    relative to the output's largest value. `inputs` are larger than one window by `shift`; 0 means the
+    network is exactly translation-equivariant."""
+    size = inputs[0].shape[-1] - shift
+    with torch.no_grad():
+        first = network(*[x[..., :size, :size] for x in inputs])
+        moved = network(*[x[..., shift:, shift:] for x in inputs])
+    return ((first[..., shift:, shift:] - moved[..., :-shift, :-shift]).abs().max() / first.abs().max()).item()
+
+
+def test_noise_padding_leaves_no_border_to_copy_by():
+    """With model.padding=noise no convolution sees a zero border: moving G's noise (and the previous scale's
+    image) moves its output, and moving D's input moves its score map, everywhere; with 'same' zero padding
+    the border pixels give the position away (what lets a coarse scale copy the image's layout in place)."""
+    g = torch.Generator().manual_seed(0)
+    for padding, equivariant in (("noise", True), ("same", False)):
+        torch.manual_seed(0)  # PyTorch's default init: outputs of order 1
+        G, D = ScaleGenerator(1, 8, padding=padding).eval(), PatchDiscriminator(1, 8, padding=padding).eval()
+        # (eval: BatchNorm's running statistics; the batch statistics would differ between windows)
+        border = G.border
+        assert G.input_size((20, 30)) == (20 + 2 * border, 30 + 2 * border) and border == (5 if equivariant else 0)
+        noise = torch.randn(1, 1, 24 + 2 * border, 24 + 2 * border, generator=g)
+        # G at scale 0 (previous = zeros): its output depends on the noise alone.
+        zeros = torch.zeros(1, 1, 24, 24)
+        generated = G(noise[..., :20 + 2 * border, :20 + 2 * border], zeros[..., :20, :20])
+        assert generated.shape == (1, 1, 20, 20)
+        g_error = _shift_of_output(lambda z: G(z, zeros[..., :z.shape[-2] - 2 * border, :z.shape[-1] - 2 * border]),
+                                   [noise], 4)
+        image = torch.randn(1, 1, 24, 24, generator=g)
+        assert D(image[..., :20, :20]).shape == ((1, 1, 10, 10) if equivariant else (1, 1, 20, 20))
+        d_error = _shift_of_output(D, [image], 4)
+        if equivariant:
+            assert g_error < 1e-5 and d_error < 1e-5, (g_error, d_error)
+        else:
+            assert g_error > 0.01 and d_error > 0.01, (g_error, d_error)
+
+
 # ---------------------------------------------------------------------------
 # The training script
 
@@ -352,6 +391,35 @@ def test_resume_continues_at_the_right_scale_and_step(tmp_path):
     assert torch.equal(a["fixed_noise"], b["fixed_noise"])
 
 
+def test_noise_padding_run_and_resume_of_older_checkpoints(tmp_path):
+    """model.padding=noise end to end (noise maps 2 x 5 px larger than the image, D unpadded), and a
+    checkpoint written before the key existed: it resumes as model.padding=same and refuses noise by name."""
+    args = [*TINY, "eval.sifid=false", "train.steps_per_scale=6", "train.checkpoint_every=3"]
+    noise = tmp_path / "noise"
+    run_script(SCRIPT, [*args, "model.padding=noise", f"out_dir={noise}"])
+    checkpoint = load_checkpoint(noise)
+    assert checkpoint["config"]["model"]["padding"] == "noise" and checkpoint["fixed_noise"].shape == (1, 1, 38, 38)
+    sampler = sampler_from_checkpoint(checkpoint, "cpu", size="40x100", start_scale=1)
+    assert sampler(torch.arange(2)).shape == (2, 1, 40, 100)
+    generators = generators_from_checkpoint(checkpoint, "cpu")
+    with torch.no_grad():
+        recon = synthesize(generators, checkpoint["noise_amps"], [tuple(s) for s in checkpoint["pyramid"]], None,
+                           fixed_noise=checkpoint["fixed_noise"], start_scale=3)
+    metrics = [json.loads(line) for line in open(noise / "metrics.jsonl")]
+    assert psnr(to_uint8(recon)[0], checkpoint["real"]).item() == pytest.approx(metrics[-1]["psnr"], rel=1e-6)
+
+    old = tmp_path / "old"
+    run_script(SCRIPT, [*args, f"out_dir={old}", "train.max_steps=9"])
+    path = old / "checkpoints" / "last.pt"
+    written = torch.load(path, weights_only=True)
+    del written["config"]["model"]["padding"]  # as a checkpoint from before model.padding
+    torch.save(written, path)
+    refused = run_script(SCRIPT, [*args, f"out_dir={old}", "model.padding=noise", "--resume", "auto"],
+                         expect_status=2)
+    assert "model.padding=same, the config says noise" in refused.stderr
+    assert "at scale 1 step 3" in run_script(SCRIPT, [*args, f"out_dir={old}", "--resume", "auto"]).stdout
+
+
 def _write_colour_image(path):
     yy, xx = np.mgrid[0:40, 0:56]
     image = np.stack([128 + 100 * np.sin(xx / 3), 128 + 100 * np.cos(yy / 4), (xx * yy) % 256], axis=-1)
@@ -376,7 +444,8 @@ def test_two_processes_colour_image(tmp_path):
 
 
 def test_bad_input_is_one_line(tmp_path):
-    for override, key in (("train.kimg=5", "train.kimg"), ("data.path=/nonexistent.png", "data.path")):
-        result = run_script(SCRIPT, [*TINY, override, f"out_dir={tmp_path / 'bad'}"], expect_status=2)
+    for override, key in (("train.kimg=5", "train.kimg"), ("data.path=/nonexistent.png", "data.path"),
+                          ("data.min_size=8 model.padding=noise", "data.min_size"), ("model.padding=zeros", "model.padding")):
+        result = run_script(SCRIPT, [*TINY, *override.split(), f"out_dir={tmp_path / 'bad'}"], expect_status=2)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and key in lines[0], result.stderr

@@ -220,19 +220,25 @@ def parameter_counts(task: GANTask, accelerator) -> dict[str, int]:
             for name in ("G", "D")}
 
 
+def model_differences(saved: dict, config) -> list[tuple[str, object, object]]:
+    """("model.<key>", checkpoint's value, config's value) for every model key of a checkpoint's saved config.
+
+    A model key added after the checkpoint was written counts as its default: the networks the run trained.
+    """
+    model = getattr(config, "model", None)
+    defaults = to_dict(type(model)()) if is_dataclass(model) else {}
+    saved_model, current_model = {**defaults, **(saved.get("model") or {})}, to_dict(config).get("model") or {}
+    return [(f"model.{key}", saved_model.get(key), current_model.get(key))
+            for key in sorted(set(saved_model) | set(current_model))]
+
+
 def check_resumable(checkpoint: dict, config, name: str) -> None:
     """Refuse a checkpoint whose networks the current config would not rebuild."""
     if checkpoint["model"] != name:
         raise CheckpointError(f"--resume: checkpoint is a {checkpoint['model']} run, not {name}")
     saved, current = checkpoint["config"], to_dict(config)
-    # A model key added after the checkpoint was written means its default, the networks the run trained.
-    model = getattr(config, "model", None)
-    defaults = to_dict(type(model)()) if is_dataclass(model) else {}
-    saved_model, current_model = {**defaults, **(saved.get("model") or {})}, current.get("model") or {}
-    compared = [(f"model.{key}", saved_model.get(key), current_model.get(key))
-                for key in sorted(set(saved_model) | set(current_model))]
-    compared += [(f"data.{key}", (saved.get("data") or {}).get(key), current["data"].get(key))
-                 for key in ("resolution", "channels")]
+    compared = model_differences(saved, config) + [
+        (f"data.{key}", (saved.get("data") or {}).get(key), current["data"].get(key)) for key in ("resolution", "channels")]
     for where, a, b in compared:
         if a != b:
             raise CheckpointError(f"--resume: the checkpoint was trained with {where}={a}, the config says {b}; "
