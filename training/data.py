@@ -431,5 +431,5 @@ def load_image_full(path: str, channels: int | None, builtin_resolution: int = 2
             image = image.convert("L" if channels == 1 else "RGB")
     except Exception as e:  # any decoder failure: the one image is unusable
         raise DataError(f"data.path: cannot read {name} as an image ({type(e).__name__}: {e})")
-    array = np.asarray(image, dtype=np.uint8)
+    array = np.array(image, dtype=np.uint8)  # a copy: PIL's buffer is read-only
     return torch.from_numpy(array[None] if channels == 1 else array.transpose(2, 0, 1).copy())
