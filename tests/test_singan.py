@@ -445,7 +445,8 @@ def test_two_processes_colour_image(tmp_path):
 
 def test_bad_input_is_one_line(tmp_path):
     for override, key in (("train.kimg=5", "train.kimg"), ("data.path=/nonexistent.png", "data.path"),
-                          ("data.min_size=8 model.padding=noise", "data.min_size"), ("model.padding=zeros", "model.padding")):
+                          ("data.min_size=8 model.padding=noise", "data.min_size"),
+                          ("model.padding=zeros", "model.padding")):
         result = run_script(SCRIPT, [*TINY, *override.split(), f"out_dir={tmp_path / 'bad'}"], expect_status=2)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and key in lines[0], result.stderr

@@ -237,8 +237,8 @@ def check_resumable(checkpoint: dict, config, name: str) -> None:
     if checkpoint["model"] != name:
         raise CheckpointError(f"--resume: checkpoint is a {checkpoint['model']} run, not {name}")
     saved, current = checkpoint["config"], to_dict(config)
-    compared = model_differences(saved, config) + [
-        (f"data.{key}", (saved.get("data") or {}).get(key), current["data"].get(key)) for key in ("resolution", "channels")]
+    compared = model_differences(saved, config) + [(f"data.{key}", (saved.get("data") or {}).get(key),
+                                                    current["data"].get(key)) for key in ("resolution", "channels")]
     for where, a, b in compared:
         if a != b:
             raise CheckpointError(f"--resume: the checkpoint was trained with {where}={a}, the config says {b}; "
