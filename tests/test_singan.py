@@ -79,7 +79,9 @@ def test_channels_auto_and_reference_parameter_counts(tmp_path):
 
     config, line = resolved(f"data.path={rgb}")
     assert config.data.channels == 3 and "3 channel(s) (data.channels=auto: a colour image)" in line
-    # The reference's scale-0 networks on an RGB image (its MultiVanilla log): G 29,763 and D 29,185 parameters.
+    # The reference's scale-0 networks on an RGB image (its MultiVanilla log): G 29,763 and D 29,185 parameters,
+    # with the documented config's noise padding too (it changes the padding, not the convolutions).
+    assert config.model.padding == "noise"
     counts = [sum(p.numel() for p in build_scale(kind, to_dict(config), 0, config.data.channels).parameters())
               for kind in ("G", "D")]
     assert counts == [29763, 29185]
