@@ -9,7 +9,7 @@ A plan is YAML:
     eval: {every_kimg: 25, num_samples: 1000}   # periodic FID/KID/precision/recall
     copy_check_samples: 1000       # eval/memorization.py on the final networks
     variants:
-      stylegan2-reference: {script: stylegan2, config: configs/stylegan2_cpu32.yaml, set: {train.r1_gamma: 5}}
+      stylegan2-reference: {script: stylegan2, config: configs/stylegan2_cpu32_reference.yaml, set: {train.r1_gamma: 5}}
       stylegan2-ada: {base: stylegan2-reference, set: {augment.ada: true, augment.p: 0.0}}
 
 `set` holds config overrides; `base` starts from another variant (its script,

@@ -188,3 +188,40 @@ def test_the_committed_cpu32_plan_holds_the_issue_variants():
         assert variants[name].overrides == {**best.overrides, **augment}
     assert variants["sagan-reference"].overrides == {}
     assert variants["sagan-diffaugment"].overrides == {"augment.policy": "color,translation,cutout"}
+
+
+def test_the_default_configs_hold_the_recipe_that_won_and_the_reference_ones_the_reference_recipe():
+    sys.path.insert(0, ROOT)
+    from benchmarks.study import override_args, read_plan
+    from train_stylegan2 import StyleGAN2Config
+    from training.config import build_config, to_dict
+
+    def resolved(config: str, overrides: dict | None = None) -> dict:
+        return to_dict(build_config(StyleGAN2Config, os.path.join(ROOT, config), override_args(overrides or {})))
+
+    def recipe(config: dict) -> dict:
+        """What a study compares: everything but the budget, the logging cadence and the evaluation."""
+        budget = ("kimg", "log_every_kimg", "sample_every_kimg", "checkpoint_every_kimg")
+        return {"model": config["model"], "augment": config["augment"],
+                "train": {key: value for key, value in config["train"].items() if key not in budget}}
+
+    variants = {v.name: v for v in read_plan(os.path.join(ROOT, "benchmarks", "plans", "cpu32.yaml")).variants}
+    winner, reference = variants["stylegan2-ada-cifar"], variants["stylegan2-reference"]
+    assert recipe(resolved("configs/stylegan2_cpu32.yaml")) == recipe(resolved(winner.config, winner.overrides))
+    assert recipe(resolved("configs/stylegan2_cpu32_reference.yaml")) == recipe(
+        resolved(reference.config, reference.overrides))
+
+    # small300 is the winner's recipe at 64 px and batch 32, its reference copy the reference recipe.
+    small, cpu32 = resolved("configs/small300.yaml"), resolved("configs/stylegan2_cpu32.yaml")
+    batch, resolution = small["train"]["batch_size"], small["data"]["resolution"]
+    assert small["train"]["r1_gamma"] == 0.0002 * resolution ** 2 / batch
+    assert small["model"]["mbstd_group_size"] == batch and cpu32["model"]["mbstd_group_size"] == cpu32["train"]["batch_size"]
+    assert (small["model"]["d_channel_base"], small["model"]["d_channel_max"]) == (
+        small["model"]["g_channel_base"], small["model"]["g_channel_max"])
+    for key in ("lr", "pl_weight", "style_mixing", "ema_halflife_kimg", "ema_rampup", "r1_interval"):
+        assert small["train"][key] == cpu32["train"][key], key
+    assert small["augment"] == cpu32["augment"]
+    small_reference = resolved("configs/small300_reference.yaml")
+    assert (small_reference["train"]["r1_gamma"], small_reference["train"]["lr"], small_reference["train"]["pl_weight"]) == (
+        reference.overrides["train.r1_gamma"], reference.overrides["train.lr"], 1.0)
+    assert small_reference["data"] == small["data"] and small_reference["model"]["g_channel_base"] == small["model"]["g_channel_base"]
