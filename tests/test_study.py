@@ -206,7 +206,7 @@ def test_the_default_configs_hold_the_recipe_that_won_and_the_reference_ones_the
                 "train": {key: value for key, value in config["train"].items() if key not in budget}}
 
     variants = {v.name: v for v in read_plan(os.path.join(ROOT, "benchmarks", "plans", "cpu32.yaml")).variants}
-    winner, reference = variants["stylegan2-ada-cifar"], variants["stylegan2-reference"]
+    winner, reference = variants["stylegan2-ada-cifar-adaptive"], variants["stylegan2-reference"]
     assert recipe(resolved("configs/stylegan2_cpu32.yaml")) == recipe(resolved(winner.config, winner.overrides))
     assert recipe(resolved("configs/stylegan2_cpu32_reference.yaml")) == recipe(
         resolved(reference.config, reference.overrides))
