@@ -200,7 +200,7 @@ def test_the_default_configs_hold_the_recipe_that_won_and_the_reference_ones_the
         return to_dict(build_config(StyleGAN2Config, os.path.join(ROOT, config), override_args(overrides or {})))
 
     def recipe(config: dict) -> dict:
-        """What a study compares: everything but the budget, the logging cadence and the evaluation."""
+        """What a study compares: the model, training and augmentation settings but the budget and logging cadence."""
         budget = ("kimg", "log_every_kimg", "sample_every_kimg", "checkpoint_every_kimg")
         return {"model": config["model"], "augment": config["augment"],
                 "train": {key: value for key, value in config["train"].items() if key not in budget}}
