@@ -190,6 +190,8 @@ def test_the_committed_cpu32_plan_holds_the_issue_variants():
     assert variants["sagan-diffaugment"].overrides == {"augment.policy": "color,translation,cutout"}
     batch32 = variants["stylegan2-ada-cifar-adaptive-batch32"].overrides  # the heuristic follows the batch
     assert batch32["train.r1_gamma"] == 0.0002 * 32 ** 2 / batch32["train.batch_size"] == 0.0064
+    assert variants["stylegan2-ada-cifar-adaptive-seed1"].overrides == {
+        **variants["stylegan2-ada-cifar-adaptive"].overrides, "seed": 1}  # the default recipe, another seed
 
 
 def test_the_default_configs_hold_the_recipe_that_won_and_the_reference_ones_the_reference_recipe():
