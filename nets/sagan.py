@@ -3,7 +3,8 @@
 G: z -> 4x4 transposed convolution -> (transposed convolution x2, BatchNorm, ReLU)* up to the
 data resolution, self-attention after the blocks whose maps have the resolutions in
 `g_attention`, tanh. D mirrors it with strided convolutions, LeakyReLU 0.2 and no
-normalization layers; every convolution (self-attention's included) is spectrally normalized.
+normalization layers; every convolution of D (self-attention's included) is spectrally normalized,
+and with `model.g_spectral_norm` every convolution of G too (the SAGAN paper's setting).
 
     G = build_generator(SAGANModel(), resolution=64, channels=1)
     images = G(torch.randn(8, 128))            # [8, 1, 64, 64] in [-1, 1]
@@ -32,6 +33,7 @@ class SAGANModel:
     max_channels: int = 512                                        # cap on either network's width
     g_attention: list[int] = field(default_factory=lambda: [16])  # G feature-map resolutions with self-attention
     d_attention: list[int] = field(default_factory=lambda: [16])  # D feature-map resolutions with self-attention
+    g_spectral_norm: bool = False                                  # spectral norm in G too (the SAGAN paper; D always has it)
 
     def validate(self):
         check(self.z_dim >= 1, "model.z_dim", "a positive integer")
@@ -77,7 +79,7 @@ class SelfAttention(nn.Module):
 
     Args:
         channels: width of the feature map
-        wrap:     applied to every projection (spectral_norm in D)
+        wrap:     applied to every projection (spectral_norm in D, and in G with model.g_spectral_norm)
     """
 
     def __init__(self, channels: int, wrap=lambda module: module):
@@ -166,18 +168,20 @@ class Generator(nn.Module):
                  max_channels: int = 512,   # width cap
                  attention=(16,),           # feature-map resolutions followed by self-attention
                  batchnorm=nn.BatchNorm2d,  # normalization class (SyncBatchNorm under several processes)
+                 spectral=False,            # spectrally normalize every convolution (the SAGAN paper's G)
                  ):
         super().__init__()
         self.z_dim, self.resolution, self.channels = z_dim, resolution, channels
         width = lambda r: channels_at(r, resolution, base_channels, max_channels)  # noqa: E731
-        layers = [nn.ConvTranspose2d(z_dim, width(4), 4, 1, 0, bias=False), batchnorm(width(4)), nn.ReLU()]
+        wrap = spectral_norm if spectral else (lambda module: module)
+        layers = [wrap(nn.ConvTranspose2d(z_dim, width(4), 4, 1, 0, bias=False)), batchnorm(width(4)), nn.ReLU()]
         for r in feature_resolutions(resolution):
             if r > 4:
-                layers += [nn.ConvTranspose2d(width(r // 2), width(r), 4, 2, 1, bias=False), batchnorm(width(r)),
-                           nn.ReLU()]
+                layers += [wrap(nn.ConvTranspose2d(width(r // 2), width(r), 4, 2, 1, bias=False)),
+                           batchnorm(width(r)), nn.ReLU()]
             if r in attention:
-                layers.append(SelfAttention(width(r)))
-        layers += [nn.ConvTranspose2d(width(resolution // 2), channels, 4, 2, 1), nn.Tanh()]
+                layers.append(SelfAttention(width(r), wrap=wrap))
+        layers += [wrap(nn.ConvTranspose2d(width(resolution // 2), channels, 4, 2, 1)), nn.Tanh()]
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -186,7 +190,8 @@ class Generator(nn.Module):
 
 def build_generator(model: SAGANModel, resolution: int, channels: int, batchnorm=nn.BatchNorm2d) -> Generator:
     return Generator(model.z_dim, resolution, channels, base_channels=model.g_channels,
-                     max_channels=model.max_channels, attention=tuple(model.g_attention), batchnorm=batchnorm)
+                     max_channels=model.max_channels, attention=tuple(model.g_attention), batchnorm=batchnorm,
+                     spectral=model.g_spectral_norm)
 
 
 # ---------------------------------------------------------------------------

@@ -69,6 +69,24 @@ def test_discriminator_is_spectrally_normalized_everywhere_and_has_no_batchnorm(
         assert abs(largest.item() - 1) < 1e-3, conv
 
 
+def test_generator_is_spectrally_normalized_with_the_paper_setting_and_plain_without():
+    torch.manual_seed(0)
+    model = SAGANModel(g_channels=8, g_attention=[8], g_spectral_norm=True)
+    G = build_generator(model, resolution=16, channels=1)
+    convs = [m for m in G.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    assert len(convs) == 3 + 3  # transposed convs to 4, 8 and 16 px, q/k/v
+    assert all(torch.nn.utils.parametrize.is_parametrized(m, "weight") for m in convs)
+    with torch.no_grad():
+        for _ in range(50):
+            G(torch.randn(2, model.z_dim))
+    for conv in convs:  # a transposed convolution's operator is normalized over its output maps (dim 1)
+        weight = conv.weight.detach()
+        matrix = weight.transpose(0, 1).flatten(1) if isinstance(conv, torch.nn.ConvTranspose2d) else weight.flatten(1)
+        assert abs(torch.linalg.matrix_norm(matrix, ord=2).item() - 1) < 1e-3, conv
+    plain = build_generator(SAGANModel(g_channels=8, g_attention=[8]), resolution=16, channels=1)
+    assert not any(torch.nn.utils.parametrize.is_parametrized(m) for m in plain.modules())
+
+
 def test_networks_have_the_configured_shape():
     model = SAGANModel(z_dim=32, g_channels=8, d_channels=4, max_channels=24, g_attention=[8, 16], d_attention=[4])
     G, D = build_generator(model, 32, 3), build_discriminator(model, 32, 3)
@@ -207,8 +225,9 @@ def test_run_folder_evaluations_tensorboard_and_generation(tmp_path):
         assert torch.equal(png, expected[i, 0]), i
 
 
-def test_resume_is_deterministic_with_diffaugment_and_hinge(tmp_path):
-    args = [*TINY, *NO_EVAL, "augment.policy=color,translation,cutout", "train.loss=hinge", "train.d_steps=2"]
+def test_resume_is_deterministic_with_diffaugment_hinge_and_spectral_norm_in_g(tmp_path):
+    args = [*TINY, *NO_EVAL, "augment.policy=color,translation,cutout", "train.loss=hinge", "train.d_steps=2",
+            "model.g_spectral_norm=true"]  # the paper's recipe: G's spectral-norm vectors resume too
     check_resume_is_deterministic(SCRIPT, args, tmp_path, kimg_first=0.048, kimg_total=0.096)
 
 

@@ -188,6 +188,9 @@ def test_the_committed_cpu32_plan_holds_the_issue_variants():
         assert variants[name].overrides == {**best.overrides, **augment}
     assert variants["sagan-reference"].overrides == {}
     assert variants["sagan-diffaugment"].overrides == {"augment.policy": "color,translation,cutout"}
+    assert variants["sagan-paper"].overrides == {  # the SAGAN paper's recipe (configs/sagan_paper.yaml)
+        "train.loss": "hinge", "model.g_spectral_norm": True, "train.g_lr": 0.0001, "train.d_lr": 0.0004,
+        "train.beta1": 0.0, "train.beta2": 0.9, "train.lr_step_epochs": 0}
     batch32 = variants["stylegan2-ada-cifar-adaptive-batch32"].overrides  # the heuristic follows the batch
     assert batch32["train.r1_gamma"] == 0.0002 * 32 ** 2 / batch32["train.batch_size"] == 0.0064
     assert variants["stylegan2-ada-cifar-adaptive-seed1"].overrides == {
