@@ -130,10 +130,10 @@ class StyleGAN2Config(BaseConfig):
         check(r >= 4 and r & (r - 1) == 0, "data.resolution", "a power of two >= 4 for StyleGAN2")
 
 
-def r1_penalty(D, real: torch.Tensor, augment=lambda x: x) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample |d D(augment(real)) / d real|^2 (with the graph kept for its own gradient), and D's logits."""
+def r1_penalty(D, real: torch.Tensor, augment=lambda x: x, c=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample |d D(augment(real), c) / d real|^2 (with the graph kept for its own gradient), and D's logits."""
     real = real.detach().requires_grad_(True)
-    logits = D(augment(real))
+    logits = D(augment(real), c)
     grad, = torch.autograd.grad(logits.sum(), real, create_graph=True)
     return grad.square().sum(dim=[1, 2, 3]), logits
 
@@ -166,6 +166,7 @@ class StyleGAN2Task:
         self.r1_enabled, self.pl_enabled = t.r1_gamma > 0, t.pl_weight > 0
         self.pl_batch = t.batch_size // t.pl_batch_shrink
         self._check_batch_sizes()
+        self.data = ctx.data  # a conditional set's encoded labels: data.labels [N, c_dim], else None
 
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
@@ -246,6 +247,9 @@ class StyleGAN2Task:
         z = self._local(randn((n, G.z_dim), cfg.seed, "z", purpose, step))
         noise = G.noise_from_flat(self._device_randn((n, G.noise_numel), "noise", purpose, step))
         inputs = {"z": z, "noise": noise}
+        if self.data.labels is not None:  # fakes get labels drawn from the training set's label distribution
+            rows = torch.randint(len(self.data.labels), (n,), generator=generator(cfg.seed, "c", purpose, step))
+            inputs["c"] = self.data.labels[self._local(rows)]
         if cfg.train.style_mixing > 0:
             g = generator(cfg.seed, "mixing", purpose, step)
             cutoff = torch.randint(1, G.num_ws, (n,), generator=g)
@@ -287,11 +291,13 @@ class StyleGAN2Task:
         t, autocast, logs = self.config.train, self.accelerator.autocast, {}
         # D: non-saturating logistic loss on augmented reals and fakes.
         self.D_plain.requires_grad_(True)
+        fake_inputs = self._latents("D", step, self.batch)
+        real_labels = self.data.batch_labels(step, self.rank, self.world) if self.data.labels is not None else None
         with torch.no_grad(), autocast():
-            fake = self.G_fake(**self._latents("D", step, self.batch))
+            fake = self.G_fake(**fake_inputs)
         with autocast():
-            fake_logits = self.D_main(self._augment(fake, "D/fake", step)).float()
-            real_logits = self.D_main(self._augment(real, "D/real", step)).float()
+            fake_logits = self.D_main(self._augment(fake, "D/fake", step), fake_inputs.get("c")).float()
+            real_logits = self.D_main(self._augment(real, "D/real", step), real_labels).float()
         loss_D = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
         self._update("D", loss_D)
         logs.update({"Loss/D/adv": loss_D.detach(), "Loss/scores/fake": fake_logits.detach().mean(),
@@ -301,7 +307,7 @@ class StyleGAN2Task:
 
         # D: lazy R1 on (augmented) reals, fp32, weighted by its interval.
         if self.r1_enabled and step % t.r1_interval == 0:
-            r1, logits = r1_penalty(self.D, real, lambda x: self._augment(x, "D/r1", step))
+            r1, logits = r1_penalty(self.D, real, lambda x: self._augment(x, "D/r1", step), real_labels)
             # logits * 0 keeps every D parameter in the graph, as DDP requires.
             loss = (r1.mean() * (t.r1_gamma / 2) + logits.mean() * 0) * t.r1_interval
             self._update("D", loss)
@@ -320,9 +326,10 @@ class StyleGAN2Task:
 
         # G: non-saturating loss through the frozen (unwrapped) D, so D's DDP is not involved.
         self.D_plain.requires_grad_(False)
+        inputs = self._latents("G", step, self.batch)
         with autocast():
-            fake, ws = self.G_main(**self._latents("G", step, self.batch), return_ws=True)
-            logits = self.D_frozen(self._augment(fake, "G/fake", step)).float()
+            fake, ws = self.G_main(**inputs, return_ws=True)
+            logits = self.D_frozen(self._augment(fake, "G/fake", step), inputs.get("c")).float()
         loss_G = F.softplus(-logits).mean()
         self._update("G", loss_G)
         self.G_plain.mapping.track_w_avg(self._mean_over_processes(ws[:, 0].detach().float().mean(0)))
@@ -355,7 +362,7 @@ class StyleGAN2Task:
     # -- sampling and state --------------------------------------------------
 
     def sampler(self) -> Sampler:
-        return Sampler(self.G_ema, seed=self.config.seed, truncation=1.0, noise_mode="random")
+        return Sampler(self.G_ema, seed=self.config.seed, truncation=1.0, noise_mode="random", labels=self.data.labels)
 
     def state_dict(self) -> dict:
         state = {"G": self.G_plain.state_dict(), "G_ema": self.G_ema.state_dict(), "D": self.D_plain.state_dict(),
@@ -364,6 +371,8 @@ class StyleGAN2Task:
                  "augment": self.ada.state_dict() if self.ada is not None else {"p": self.config.augment.p}}
         if self.scalers:
             state["scalers"] = {name: scaler.state_dict() for name, scaler in self.scalers.items()}
+        if self.data.labels is not None:  # the label distribution samplers draw from (eval/generate.py, eval/fid.py)
+            state["labels"] = self.data.labels.cpu()
         return state
 
     def load_state_dict(self, state: dict) -> None:

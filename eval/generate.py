@@ -7,6 +7,21 @@
     python eval/generate.py --ckpt SINGAN_CKPT --num 16 --out wide/ --size 250x500 [--start-scale 3]
     torchrun --nproc_per_node K eval/generate.py ...    # each process writes every K-th image
 
+A conditional checkpoint (trained with labels, docs/conditional.md) generates at a setting:
+
+    python eval/generate.py --ckpt CKPT --num 100 --out e35/ --label energy=3.5,field=0.8
+    python eval/generate.py --ckpt CKPT --num 100 --out showers/ --label type=shower
+    python eval/generate.py --ckpt CKPT --num 300 --out set.h5 --format h5 --labels-from settings.csv
+    python eval/generate.py --ckpt CKPT --num 1000 --out drawn/      # labels drawn from the training set's
+
+Sample i's labels are drawn from the training set's label rows by (seed, i); `--label` sets some or all
+of them for every frame, `--labels-from` sets them per frame (a CSV with a header naming labels, one
+row per frame, the rows repeated when --num is larger). Labels outside the training range are allowed,
+with one warning naming the range. The labels go beside the frames: `labels.csv` (file + one column per
+label) in the output folder, `<name>_labels.csv` beside a .npy, or inside a .h5 file (`--format h5`:
+dataset /frames in data units and one dataset /labels/<name> per label, readable back as training
+data with data.path=set.h5:/frames data.labels=[set.h5:/labels/energy, ...]).
+
 Sample i is a function of (seed, i) alone (`nets.load_sampler`), so a file
 `000042.png` is the same image whatever the batch size or process count, and
 is bit-identical to what eval/fid.py scores for index 42 with the same seed:
@@ -20,7 +35,9 @@ Generating and writing show their progress on stderr.
          normalization inverted), rounded to whole counts; for data within 0..65535;
 - tiff:  float32 TIFF in data units, nothing rounded;
 - npy:   one float32 array in data units, [N, H, W] (grayscale) or [N, C, H, W],
-         written by process 0 (`--out` a .npy file, or a folder for samples.npy).
+         written by process 0 (`--out` a .npy file, or a folder for samples.npy);
+- h5:    the same stack as dataset /frames of an HDF5 file (`--out` a .h5 file, or a folder for
+         samples.h5), with the labels of a conditional model beside it.
 """
 
 import os
@@ -36,11 +53,11 @@ import torch
 import torch.distributed as dist
 
 from eval.fid import checkpoint_sampler, init_distributed
-from training.images import make_grid, save_npy, save_png, save_tiff, to_uint8
+from training.images import make_grid, save_npy, save_png, save_tiff, to_uint8, write_atomically
 from training.normalize import normalization_from_config
 from training.progress import Progress
 
-FORMATS = {"png": ".png", "png16": ".png", "tiff": ".tif", "npy": ".npy"}
+FORMATS = {"png": ".png", "png16": ".png", "tiff": ".tif", "npy": ".npy", "h5": ".h5"}
 
 
 def generate(sampler, indices: torch.Tensor, batch_size: int = 64, progress: str | None = None,
@@ -70,6 +87,76 @@ def frame_file(frame: torch.Tensor, image_format: str) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
+def label_values(checkpoint: dict, num: int, seed: int, label: str | None, labels_from: str | None) -> dict | None:
+    """Each of `num` samples' labels {name: values} for a conditional checkpoint (None for an unconditional
+    one): drawn from the training set's rows by (seed, i), then overridden by --labels-from and --label.
+    ValueError (one line) for labels the checkpoint does not have."""
+    from nets.stylegan2 import labels_for_indices
+    from training.labels import LabelEncoding, parse_label_arguments, read_csv_labels, warn_outside_range
+
+    encoding = LabelEncoding.from_config(checkpoint["config"].get("data", {}))
+    if not encoding.c_dim:
+        if label or labels_from:
+            raise ValueError("--label/--labels-from: this checkpoint's model was trained without labels")
+        return None
+    values = encoding.decode(labels_for_indices(checkpoint["labels"], torch.arange(num), seed))
+    if labels_from:
+        rows = read_csv_labels(labels_from, None, count=_csv_rows(labels_from))
+        for name, column in rows.items():
+            if name not in encoding.names:
+                raise ValueError(f"--labels-from {labels_from}: {name} is not a label of this model "
+                                 f"({', '.join(encoding.names)})")
+            values[name] = [column[i % len(column)] for i in range(num)]
+    if label:
+        for name, value in parse_label_arguments(label, encoding).items():
+            values[name] = [value] * num
+    warn_outside_range(encoding, values)
+    encoding.encode(values)  # an unknown class is an error before anything is generated
+    return values
+
+
+def _csv_rows(path: str) -> int:
+    try:
+        with open(path) as f:
+            return max(sum(1 for line in f if line.strip()) - 1, 0)
+    except OSError as e:
+        raise ValueError(f"--labels-from: cannot read {path} ({e.strerror})")
+
+
+def write_labels_csv(values: dict, files: list[str], path: str) -> None:
+    """labels.csv: a `file` column and one column per label, atomically (readable back as data.labels)."""
+    import csv
+    import io
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["file", *values])
+    for i, name in enumerate(files):
+        writer.writerow([name, *(_cell(values[key][i]) for key in values)])
+
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text.getvalue())
+    write_atomically(path, write, ".csv")
+
+
+def _cell(value) -> str:
+    return repr(float(value)) if isinstance(value, float) or isinstance(value, np.floating) else str(value)
+
+
+def save_h5(frames: np.ndarray, values: dict | None, path: str) -> None:
+    """Frames as dataset /frames and each label as /labels/<name>, atomically."""
+    import h5py
+
+    def write(tmp):
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("frames", data=frames)
+            for name, column in (values or {}).items():
+                column = np.asarray(column)
+                f.create_dataset(f"labels/{name}", data=column.astype(h5py.string_dtype()) if column.dtype.kind
+                                 in "UO" else column)
+    write_atomically(path, write, ".h5")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write samples of a checkpoint's generator as PNGs.")
     parser.add_argument("--ckpt", required=True, help="training checkpoint (.pt)")
@@ -78,7 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="sample i depends on (seed, i) only")
     parser.add_argument("--truncation", type=float, default=1.0, help="truncation psi (StyleGAN2; 1 = none)")
     parser.add_argument("--format", choices=list(FORMATS), default="png",
-                        help="png (8 bits), png16 or tiff (data units, one file per frame), npy (one stack)")
+                        help="png (8 bits), png16 or tiff (data units, one file per frame), npy or h5 (one stack)")
+    parser.add_argument("--label", metavar="NAME=VALUE,...",
+                        help="conditional models: these labels for every frame, e.g. energy=3.5,field=0.8 or type=shower")
+    parser.add_argument("--labels-from", metavar="CSV",
+                        help="conditional models: a CSV with a header of label names and one row per frame")
     parser.add_argument("--grid", action="store_true", help="write one grid PNG instead of one file per image")
     parser.add_argument("--columns", type=int, help="with --grid: images per row (default: about square)")
     parser.add_argument("--no-ema", action="store_true", help="sample G, not G_ema")
@@ -107,8 +198,18 @@ def _write_samples(args, device: torch.device) -> int:
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     singan_options = {k: v for k, v in (("size", args.size), ("start_scale", args.start_scale)) if v}
     try:
+        from training.checkpoint import load_checkpoint
+        from training.data import DataError
+        from training.labels import LabelEncoding
+        checkpoint = load_checkpoint(args.ckpt)
+        try:
+            values = label_values(checkpoint, args.num, args.seed, args.label, args.labels_from)
+        except (ValueError, DataError) as error:
+            raise ConfigError(str(error)) from None
+        labels = {} if values is None else {
+            "labels": LabelEncoding.from_config(checkpoint["config"]["data"]).encode(values)}  # row i: sample i
         checkpoint, sampler = checkpoint_sampler(args.ckpt, device, seed=args.seed, truncation=args.truncation,
-                                                 use_ema=not args.no_ema, **singan_options)
+                                                 use_ema=not args.no_ema, **singan_options, **labels)
         normalization = normalization_from_config(checkpoint["config"].get("data", {}))
         if args.format == "png16" and (normalization.low < 0 or normalization.high > 65535):
             raise CheckpointError(f"--format png16 holds 0..65535; this data set spans {normalization.low:g}.."
@@ -133,12 +234,19 @@ def _write_samples(args, device: torch.device) -> int:
             save_png(make_grid(images, args.columns), path)
             print(f"wrote {path}")
         return 0
-    if args.format == "npy":
+    if args.format in ("npy", "h5"):
         if rank == 0:
-            path = args.out if args.out.lower().endswith(".npy") else os.path.join(args.out, "samples.npy")
+            extension = FORMATS[args.format]
+            path = args.out if args.out.lower().endswith(extension) else os.path.join(args.out, "samples" + extension)
             frames = generate_data_units(sampler, torch.arange(args.num), normalization, args.batch_size,
                                          progress="generate").numpy()
-            save_npy(frames[:, 0] if frames.shape[1] == 1 else frames, path)
+            frames = frames[:, 0] if frames.shape[1] == 1 else frames
+            if args.format == "h5":
+                save_h5(frames, values, path)
+            else:
+                save_npy(frames, path)
+                if values is not None:
+                    write_labels_csv(values, [str(i) for i in range(args.num)], path[:-4] + "_labels.csv")
             print(f"wrote {args.num} frames in data units to {path}")
         return 0
     os.makedirs(args.out, exist_ok=True)
@@ -162,6 +270,9 @@ def _write_samples(args, device: torch.device) -> int:
     if world > 1:
         dist.barrier()  # every file is written before anyone reports
     if rank == 0:
+        if values is not None:
+            write_labels_csv(values, [f"{i:06d}{FORMATS[args.format]}" for i in range(args.num)],
+                             os.path.join(args.out, "labels.csv"))
         print(f"wrote {args.num} images to {args.out}")
     return 0
 

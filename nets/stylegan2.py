@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import ops
+from training.labels import LabelEncoding
 from training.seeding import generator, latents_for_indices
 
 RESAMPLE_FILTER = (1, 3, 3, 1)  # binomial FIR filter for up- and downsampling
@@ -223,23 +224,30 @@ def channels_at(resolution: int, channel_base: int, channel_max: int) -> int:
 
 
 class MappingNetwork(nn.Module):
-    """Z -> W: normalised latent through an MLP with a reduced learning rate; tracks the mean of W."""
+    """Z (and a label c) -> W: normalised latent through an MLP with a reduced learning rate; tracks the mean
+    of W. A label is embedded to w_dim, normalised the same way and concatenated with z (StyleGAN2-ADA's
+    conditioning), so every style sees it."""
 
     def __init__(self,
                  z_dim: int,                   # latent width
                  w_dim: int,                   # style width (also the hidden width)
                  num_layers: int = 8,          # fully connected layers
                  lr_multiplier: float = 0.01,  # learning-rate multiplier of the mapping layers
-                 w_avg_beta: float = 0.995):   # decay of the running mean of W (truncation trick)
+                 w_avg_beta: float = 0.995,    # decay of the running mean of W (truncation trick)
+                 c_dim: int = 0):              # encoded label width (training.labels); 0: unconditional
         super().__init__()
-        self.w_avg_beta = w_avg_beta
-        widths = [z_dim] + [w_dim] * num_layers
+        self.w_avg_beta, self.c_dim = w_avg_beta, c_dim
+        if c_dim:
+            self.embed = FullyConnected(c_dim, w_dim)
+        widths = [z_dim + (w_dim if c_dim else 0)] + [w_dim] * num_layers
         self.layers = nn.ModuleList([FullyConnected(a, b, activation="lrelu", lr_multiplier=lr_multiplier)
                                      for a, b in zip(widths[:-1], widths[1:])])
         self.register_buffer("w_avg", torch.zeros(w_dim))
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         x = normalize_2nd_moment(z.float())
+        if self.c_dim:
+            x = torch.cat([x, normalize_2nd_moment(self.embed(c.float()))], dim=1)
         for layer in self.layers:
             x = layer(x)
         return x
@@ -334,13 +342,15 @@ class Generator(nn.Module):
                  channel_max: int = 512,             # ... at most channel_max
                  conv_clamp: float | None = 256.0,   # activation clamp (keeps fp16 finite)
                  noise_max_resolution: int | None = None,  # noise inputs only up to this resolution; None: all
-                 latent_input: bool = False):        # 4x4 input from the first style instead of a constant
+                 latent_input: bool = False,         # 4x4 input from the first style instead of a constant
+                 c_dim: int = 0):                    # encoded label width; 0: unconditional
         super().__init__()
         self.z_dim, self.w_dim, self.resolution, self.img_channels = z_dim, w_dim, resolution, img_channels
+        self.c_dim = c_dim
         self.synthesis = SynthesisNetwork(w_dim, resolution, img_channels, channel_base, channel_max, conv_clamp,
                                           noise_max_resolution, latent_input)
         self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(z_dim, w_dim, mapping_layers, mapping_lr_multiplier)
+        self.mapping = MappingNetwork(z_dim, w_dim, mapping_layers, mapping_lr_multiplier, c_dim=c_dim)
 
     def noise_from_flat(self, flat: torch.Tensor) -> list[torch.Tensor]:
         """[B, sum(r*r)] standard normal numbers -> one [B, 1, r, r] noise map per synthesis layer."""
@@ -353,7 +363,7 @@ class Generator(nn.Module):
         return sum(r * r for r in self.synthesis.noise_resolutions)
 
     def forward(self, z, z_mix=None, mix_cutoff=None, truncation=1.0, noise=None, noise_mode="random",
-                fused=False, return_ws=False):
+                fused=False, return_ws=False, c=None):
         """Images from latents.
 
         Args:
@@ -365,8 +375,11 @@ class Generator(nn.Module):
             noise_mode: without `noise`: 'random' (torch.randn), 'const' (fixed buffers) or 'none'
             fused:      grouped modulated convolutions (see modulated_conv2d)
             return_ws:  also return the per-layer styles (for path-length regularization)
+            c:          [B, c_dim] encoded labels of a conditional generator (both latents of a mix share them)
         """
-        w = self.mapping(z if z_mix is None else torch.cat([z, z_mix]))
+        if z_mix is not None and c is not None:
+            c = torch.cat([c, c])
+        w = self.mapping(z if z_mix is None else torch.cat([z, z_mix]), c)
         if truncation != 1:
             w = self.mapping.w_avg.lerp(w, truncation)
         ws = w[:z.shape[0], None].expand(-1, self.num_ws, -1)
@@ -399,7 +412,11 @@ class DiscriminatorBlock(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """Image -> logit: fromRGB, residual blocks down to 4x4, minibatch std, conv, two dense layers."""
+    """Image -> logit: fromRGB, residual blocks down to 4x4, minibatch std, conv, two dense layers.
+
+    Conditional (c_dim > 0): a projection discriminator (Miyato & Koyama 2018, StyleGAN2-ADA's design): the
+    last layer gives a cmap_dim-wide feature, the label is mapped to the same width, and the logit is
+    their inner product / sqrt(cmap_dim)."""
 
     def __init__(self,
                  resolution: int,                    # input resolution (power of two)
@@ -407,7 +424,8 @@ class Discriminator(nn.Module):
                  channel_base: int = 16384,          # feature maps at resolution r: channel_base / r ...
                  channel_max: int = 512,             # ... at most channel_max
                  mbstd_group_size: int = 4,          # samples per minibatch-std group
-                 conv_clamp: float | None = 256.0):  # activation clamp (keeps fp16 finite)
+                 conv_clamp: float | None = 256.0,   # activation clamp (keeps fp16 finite)
+                 c_dim: int = 0):                    # encoded label width; 0: unconditional
         super().__init__()
         log2 = int(np.log2(resolution))
         if resolution < 4 or 2 ** log2 != resolution:
@@ -419,14 +437,23 @@ class Discriminator(nn.Module):
                                      for i in range(log2, 2, -1)])
         self.conv = Conv2dLayer(ch[2] + 1, ch[2], 3, activation="lrelu", conv_clamp=conv_clamp)
         self.fc = FullyConnected(ch[2] * 16, ch[2], activation="lrelu")
-        self.out = FullyConnected(ch[2], 1)
+        self.c_dim, self.cmap_dim = c_dim, ch[2]
+        self.out = FullyConnected(ch[2], self.cmap_dim if c_dim else 1)
+        if c_dim:  # the label's side of the projection: embedded, normalised, two dense layers
+            self.embed = FullyConnected(c_dim, self.cmap_dim)
+            self.label_mapping = nn.Sequential(FullyConnected(self.cmap_dim, self.cmap_dim, activation="lrelu"),
+                                               FullyConnected(self.cmap_dim, self.cmap_dim))
 
-    def forward(self, img: torch.Tensor) -> torch.Tensor:
+    def forward(self, img: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         x = self.fromrgb(img)
         for block in self.blocks:
             x = block(x)
         x = self.conv(minibatch_std(x, self.mbstd_group_size))
-        return self.out(self.fc(x.flatten(1)))[:, 0]
+        x = self.out(self.fc(x.flatten(1)))
+        if not self.c_dim:
+            return x[:, 0]
+        cmap = self.label_mapping(normalize_2nd_moment(self.embed(c.float())))
+        return (x.float() * cmap).sum(dim=1) / math.sqrt(self.cmap_dim)
 
 
 # ---------------------------------------------------------------------------
@@ -441,14 +468,15 @@ def build_generator(config: dict) -> Generator:
                      mapping_lr_multiplier=m["mapping_lr_multiplier"], channel_base=m["g_channel_base"],
                      channel_max=m["g_channel_max"], conv_clamp=m["conv_clamp"],
                      noise_max_resolution=m.get("noise_max_resolution"),  # absent in older checkpoints: all
-                     latent_input=m.get("latent_input", False))
+                     latent_input=m.get("latent_input", False), c_dim=LabelEncoding.from_config(data).c_dim)
 
 
 def build_discriminator(config: dict) -> Discriminator:
     m, data = config["model"], config["data"]
     return Discriminator(resolution=data["resolution"], img_channels=data["channels"],
                          channel_base=m["d_channel_base"], channel_max=m["d_channel_max"],
-                         mbstd_group_size=m["mbstd_group_size"], conv_clamp=m["conv_clamp"])
+                         mbstd_group_size=m["mbstd_group_size"], conv_clamp=m["conv_clamp"],
+                         c_dim=LabelEncoding.from_config(data).c_dim)
 
 
 def noise_for_indices(G: Generator, indices: torch.Tensor, seed: int) -> list[torch.Tensor]:
@@ -458,21 +486,42 @@ def noise_for_indices(G: Generator, indices: torch.Tensor, seed: int) -> list[to
     return G.noise_from_flat(flat)
 
 
+def labels_for_indices(table: torch.Tensor, indices: torch.Tensor, seed: int) -> torch.Tensor:
+    """Encoded labels drawn from a label table (the training set's: its label distribution), one row per
+    sample index: sample i's row depends only on (seed, i)."""
+    rows = [int(torch.randint(len(table), (), generator=generator(seed, "sample_label", int(i)))) for i in indices.cpu()]
+    return table[torch.tensor(rows, dtype=torch.long, device=table.device)]
+
+
 class Sampler:
-    """Sample indices -> images in [-1, 1]: sample i depends only on (seed, i) (latent and noise).
+    """Sample indices -> images in [-1, 1]: sample i depends only on (seed, i) (latent, noise, label).
 
     Args:
         G:          the generator (the EMA copy, unwrapped)
         seed:       latents come from training.seeding.latents_for_indices(indices, z_dim, seed)
         truncation: psi of the truncation trick (1 = off)
         noise_mode: 'random' (per-index noise), 'const' (the generator's fixed maps) or 'none'
+        labels:     a conditional G's encoded labels [K, c_dim]: the table drawn from (`draw_labels`, e.g. the
+                    training set's labels) or, without drawing, sample i's label is row i % K
     """
 
-    def __init__(self, G: Generator, seed: int = 0, truncation: float = 1.0, noise_mode: str = "random"):
+    def __init__(self, G: Generator, seed: int = 0, truncation: float = 1.0, noise_mode: str = "random",
+                 labels: torch.Tensor | None = None, draw_labels: bool = True):
         if noise_mode not in ("random", "const", "none"):
             raise ValueError(f"noise_mode must be 'random', 'const' or 'none', got {noise_mode!r}")
+        if G.c_dim and (labels is None or labels.ndim != 2 or labels.shape[1] != G.c_dim):
+            raise ValueError(f"a conditional generator needs labels [K, {G.c_dim}]")
         self.G, self.seed, self.truncation, self.noise_mode = G, seed, truncation, noise_mode
+        self.labels, self.draw_labels = labels, draw_labels
         self.channels, self.resolution = G.img_channels, G.resolution
+
+    def labels_for(self, indices: torch.Tensor) -> torch.Tensor | None:
+        """The encoded labels samples `indices` are generated with (None for an unconditional G)."""
+        if not self.G.c_dim:
+            return None
+        if self.draw_labels:
+            return labels_for_indices(self.labels, indices, self.seed)
+        return self.labels[indices.to(self.labels.device) % len(self.labels)]
 
     @torch.no_grad()
     def __call__(self, indices: torch.Tensor) -> torch.Tensor:
@@ -481,14 +530,20 @@ class Sampler:
         noise = None
         if self.noise_mode == "random":
             noise = [n.to(device) for n in noise_for_indices(self.G, indices, self.seed)]
-        img = self.G(z, truncation=self.truncation, noise=noise, noise_mode=self.noise_mode, fused=True)
+        c = self.labels_for(indices)
+        img = self.G(z, truncation=self.truncation, noise=noise, noise_mode=self.noise_mode, fused=True,
+                     c=None if c is None else c.to(device))
         return img.float().clamp(-1, 1)
 
 
 def sampler_from_checkpoint(checkpoint: dict, device, seed: int = 0, truncation: float = 1.0, use_ema: bool = True,
-                            noise_mode: str = "random") -> Sampler:
-    """Rebuild the generator from checkpoint["config"] and load G_ema (or G)."""
+                            noise_mode: str = "random", labels: torch.Tensor | None = None) -> Sampler:
+    """Rebuild the generator from checkpoint["config"] and load G_ema (or G). A conditional generator
+    draws its labels from the training set's (checkpoint["labels"]) unless `labels` [K, c_dim] gives
+    sample i's as row i % K."""
     G = build_generator(checkpoint["config"])
     G.load_state_dict(checkpoint["G_ema"] if use_ema and "G_ema" in checkpoint else checkpoint["G"])
     G = G.eval().requires_grad_(False).to(device)
-    return Sampler(G, seed=seed, truncation=truncation, noise_mode=noise_mode)
+    table = checkpoint.get("labels") if labels is None else labels
+    return Sampler(G, seed=seed, truncation=truncation, noise_mode=noise_mode, labels=table,
+                   draw_labels=labels is None)

@@ -37,6 +37,13 @@ class DataConfig:
                                       # else the set's min and range_percentile); the run's config.yaml records it
     range_percentile: float = 99.9    # fitted high end of the range, a percentile of all the set's values
     scale: float = 1.0                # log1p/asinh: data units per unit inside the log (e.g. one count)
+    labels: str | list[str] = ""      # per-frame labels for a conditional model: labels.csv, labels.npy,
+                                      # frames.h5:/entry/energy, or a list of them (docs/conditional.md)
+    label_columns: list[str] = field(default_factory=list)  # the labels used (all by default); name or
+                                      # name:continuous / name:discrete; the run's config.yaml records the kinds
+    label_ranges: list[list[float]] = field(default_factory=list)  # per column [low, high] mapped to [-1, 1]
+                                      # ([] for discrete); fitted to min/max unless given, then recorded
+    label_classes: list[list[str]] = field(default_factory=list)   # per column its classes (recorded)
 
     def validate(self):
         check(self.resolution >= 4, "data.resolution", "an integer >= 4")

@@ -179,8 +179,9 @@ def image_sources(path: str) -> list[tuple[str, callable]]:
 def parse_builtin(path: str) -> tuple[str, dict]:
     """'builtin:particles?count=300&seed=0' -> ('particles', {'count': 300, 'seed': 0})."""
     name, _, query = path[len(BUILTIN_PREFIX):].partition("?")
-    if name != "particles":
-        raise DataError(f"data.path: unknown built-in set {name!r}; the built-in set is builtin:particles")
+    if name not in ("particles", "particles-cond"):
+        raise DataError(f"data.path: unknown built-in set {name!r}; the built-in sets are builtin:particles and "
+                        f"builtin:particles-cond (with labels)")
     options = {"count": 300, "seed": 0}
     for key, values in urllib.parse.parse_qs(query, strict_parsing=bool(query)).items() if query else []:
         if key not in options or not values[-1].lstrip("-").isdigit():
@@ -293,12 +294,23 @@ def load_images(path: str, resolution: int | None, channels: int) -> torch.Tenso
     values, a malformed array or no usable frame at all is a DataError.
     `resolution` None keeps the frames' own size (they must all share it).
     """
+    return load_frames(path, resolution, channels)[0]
+
+
+def load_frames(path: str, resolution: int | None, channels: int) -> tuple[torch.Tensor, list[str] | None]:
+    """`load_images` and each frame's file name relative to `path` (what a label CSV's `file` column
+    names; a TIFF page stack repeats its name); None for stacks and the built-in sets (their labels
+    go by frame order)."""
     if path.startswith(BUILTIN_PREFIX):
-        _, options = parse_builtin(path)
-        images = torch.from_numpy(particles.load(options["count"], resolution or 64, options["seed"]))
-        return images.expand(-1, channels, -1, -1).contiguous()
+        name, options = parse_builtin(path)
+        if name == "particles":
+            images = torch.from_numpy(particles.load(options["count"], resolution or 64, options["seed"]))
+        else:
+            frames, _ = particles.render_conditional(options["count"], resolution or 64, options["seed"])
+            images = torch.from_numpy(frames)
+        return images.expand(-1, channels, -1, -1).contiguous(), None
     if is_array_path(path):
-        return torch.from_numpy(np.ascontiguousarray(array_frames(path, resolution, channels)))
+        return torch.from_numpy(np.ascontiguousarray(array_frames(path, resolution, channels))), None
 
     sources = image_sources(path)
 
@@ -312,8 +324,16 @@ def load_images(path: str, resolution: int | None, channels: int) -> torch.Tenso
             warnings.warn(f"skipping unreadable image {name}: {type(e).__name__}: {e}", stacklevel=2)
             return None
 
+    def relative(name: str) -> str:
+        if os.path.isdir(path):
+            return os.path.relpath(name, path).replace(os.sep, "/")
+        return name.split(":", 1)[1] if name.startswith(path + ":") else os.path.basename(name)
+
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        decoded = [frames for frames in pool.map(decode, sources) if frames is not None]
+        results = list(pool.map(decode, sources))
+    names = [relative(name) for (name, _), frames in zip(sources, results) if frames is not None
+             for _ in range(len(frames))]
+    decoded = [frames for frames in results if frames is not None]
     if not decoded:
         raise DataError(f"data.path: no usable images in {path} (looked for {', '.join(IMAGE_EXTENSIONS)})")
     shapes = {frames.shape[1:] for frames in decoded}
@@ -322,7 +342,7 @@ def load_images(path: str, resolution: int | None, channels: int) -> torch.Tenso
                         f"give a resolution to resize them to")
     if any(frames.dtype != np.uint8 for frames in decoded):
         decoded = [frames.astype(np.float32, copy=False) for frames in decoded]
-    return torch.from_numpy(np.concatenate(decoded))
+    return torch.from_numpy(np.concatenate(decoded)), names
 
 
 # ---------------------------------------------------------------------------
@@ -334,6 +354,7 @@ class ImageBatches:
     Args:
         images:      [N, C, H, W] in data units: uint8 or float32 (from `load_images`)
         normalization: data units -> [-1, 1] (`training.normalize`); default: the 8-bit mapping
+        labels:      encoded labels [N, c_dim] of a conditional set (`training.labels`), or None
         batch_size:  global batch size (all processes together)
         seed:        the run's seed; shuffling and flips derive from it
         hflip/vflip: random flips, each with probability 1/2 per image
@@ -342,10 +363,11 @@ class ImageBatches:
 
     def __init__(self, images: torch.Tensor, batch_size: int, seed: int,
                  hflip: bool = False, vflip: bool = False, device: torch.device | str = "cpu",
-                 normalization: Normalization | None = None):
+                 normalization: Normalization | None = None, labels: torch.Tensor | None = None):
         if normalization is None and images.dtype != torch.uint8:
             raise ValueError("frames that are not 8-bit need their normalization (training.normalize)")
         self.images = images.to(device)
+        self.labels = None if labels is None else labels.to(device)  # encoded [N, c_dim] (training.labels)
         self.normalization = normalization or Normalization()
         self.batch_size = batch_size
         self.seed = seed
@@ -388,6 +410,12 @@ class ImageBatches:
         if self.vflip:
             images = torch.where(flips[local, 1].to(images.device)[:, None, None, None], images.flip(2), images)
         return images
+
+
+    def batch_labels(self, step: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
+        """The encoded labels of this process's share of the step's batch (flips leave labels alone)."""
+        local = shard(self.global_indices(step), rank, world_size)
+        return self.labels[local.to(self.labels.device)]
 
 
 def shard(x: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:

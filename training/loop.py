@@ -21,7 +21,8 @@ import torch
 
 from training.checkpoint import CheckpointError, load_checkpoint, resolve_resume
 from training.config import ConfigError, exit_with_error, parse_command_line, to_dict
-from training.data import DataError, ImageBatches, load_images
+from training.data import DataError, ImageBatches, load_frames
+from training.labels import has_labels, load_labels
 from training.distributed import (join_restarted_group, process_group_kwargs, restart_count, stop_watching,
                                   watch_peers)
 from training.images import to_uint8
@@ -122,15 +123,20 @@ def start(config_cls, description: str, argv: list[str] | None = None):
 def setup(config_cls, description: str, argv: list[str] | None = None) -> Context:
     """Command line, Accelerate, run folder and the image set, with bad input turned into one-line errors."""
     config, accelerator, run, resume_path = start(config_cls, description, argv)
+    labels = None
     with user_errors():
-        images = load_images(config.data.path, config.data.resolution, config.data.channels)
+        images, names = load_frames(config.data.path, config.data.resolution, config.data.channels)
         normalization = fit_normalization(images, config.data)
+        if has_labels(config.data):
+            encoding, labels = load_labels(config.data, names, len(images))  # records its fit in config.data
+            accelerator.print(f"labels: {', '.join(encoding.to_config()['label_columns'])} (c_dim {encoding.c_dim})")
     config.data.range = [normalization.low, normalization.high]  # the fitted mapping goes into config.yaml and
     run.save_config()                                             # every checkpoint
     accelerator.print(f"{len(images)} images from {config.data.path} at {config.data.resolution}px, "
                       f"{accelerator.num_processes} process(es) on {accelerator.device}, run folder {config.out_dir}")
     data = ImageBatches(images, config.train.batch_size, config.seed, hflip=config.data.hflip,
-                        vflip=config.data.vflip, device=accelerator.device, normalization=normalization)
+                        vflip=config.data.vflip, device=accelerator.device, normalization=normalization,
+                        labels=labels)
     return Context(config, accelerator, run, data, resume_path)
 
 
@@ -239,6 +245,9 @@ def check_resumable(checkpoint: dict, config, name: str) -> None:
     saved, current = checkpoint["config"], to_dict(config)
     compared = model_differences(saved, config) + [(f"data.{key}", (saved.get("data") or {}).get(key),
                                                     current["data"].get(key)) for key in ("resolution", "channels")]
+    # The labels' encoding shapes both networks (a checkpoint from before labels existed has none).
+    compared += [(f"data.{key}", (saved.get("data") or {}).get(key) or [], current["data"].get(key) or [])
+                 for key in ("label_columns", "label_ranges", "label_classes")]
     for where, a, b in compared:
         if a != b:
             raise CheckpointError(f"--resume: the checkpoint was trained with {where}={a}, the config says {b}; "

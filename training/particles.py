@@ -102,9 +102,15 @@ def render_frame(seed: int, index: int, resolution: int = 64) -> np.ndarray:
         xs = center[1] + rng.normal(0, spread, n)
         signal += _blurred(resolution, ys, xs, rng.lognormal(np.log(250), 0.8, n), rng.uniform(0.7, 1.4), scale)
 
+    return _read_out(rng, signal, resolution)
+
+
+def _read_out(rng: np.random.Generator, signal: np.ndarray, resolution: int) -> np.ndarray:
+    """Deposited charge on the 64-pixel frame's scale -> uint8 camera frame: pedestal, shot and read
+    noise, hot pixels, an 8-bit ADC."""
     # Charge was deposited per frame pixel; a pixel of this resolution covers 1/scale**2 of them,
     # so scale to the brightness of the 64-pixel frame averaged down (or up) to this resolution.
-    signal *= scale ** 2
+    signal *= (resolution / FRAME) ** 2
     yy, xx = np.mgrid[0:resolution, 0:resolution] / resolution - 0.5
     direction = rng.uniform(0, 2 * np.pi)
     background = rng.uniform(20, 45) + rng.uniform(0, 25) * (np.cos(direction) * xx + np.sin(direction) * yy)
@@ -143,3 +149,85 @@ def load(count: int = 300, resolution: int = 64, seed: int = 0) -> np.ndarray:
     np.save(tmp, images)
     os.replace(tmp, path)
     return images
+
+
+# ---------------------------------------------------------------------------
+# `builtin:particles-cond`: frames rendered from labels drawn first
+
+CONDITIONAL_KINDS = ("hits", "tracks", "shower")
+ENERGY_RANGE = (1.0, 5.0)     # beam energy scale: hit brightness and track dE/dx are proportional to it
+FIELD_RANGE = (0.0, 1.0)      # magnetic field: track curvature is proportional to it
+MAX_CURVATURE = 1 / 12.0      # 1/px at field 1 (a 12-pixel radius on the 64-pixel frame)
+
+
+def conditional_labels(seed: int, index: int) -> dict:
+    """Frame `index`'s labels in `builtin:particles-cond`: energy and field uniform over their ranges,
+    the content kind uniform over CONDITIONAL_KINDS."""
+    rng = np.random.default_rng([seed, index, RENDERER_VERSION, 1])
+    return {"energy": float(rng.uniform(*ENERGY_RANGE)), "field": float(rng.uniform(*FIELD_RANGE)),
+            "type": CONDITIONAL_KINDS[int(rng.integers(len(CONDITIONAL_KINDS)))]}
+
+
+def _curved_track(rng: np.random.Generator, curvature: float) -> tuple[np.ndarray, np.ndarray]:
+    """Points every 0.25 px along an arc of the given signed curvature (1/px; 0: a straight line)."""
+    start = rng.uniform(-4, FRAME + 4, size=2)
+    angle = rng.uniform(0, 2 * np.pi)
+    steps = np.arange(0, rng.uniform(30, 70), 0.25)
+    heading = angle + steps * curvature
+    # The arc's integral, written so that curvature 0 is the straight line without a division by 0.
+    ys = start[0] + np.cumsum(np.sin(heading)) * 0.25
+    xs = start[1] + np.cumsum(np.cos(heading)) * 0.25
+    return ys, xs
+
+
+def render_conditional_frame(seed: int, index: int, resolution: int = 64, energy: float | None = None,
+                             field: float | None = None, kind: str | None = None) -> np.ndarray:
+    """One frame of `builtin:particles-cond` as uint8 [resolution, resolution].
+
+    Labels left None are the frame's own (`conditional_labels`); given ones replace them, so the
+    same frame can be rendered afresh at any setting. The content draws do not depend on the labels'
+    values: frame i at energy 2 and at energy 4 has its hits and tracks in the same places.
+      energy: hit and cluster brightness and the tracks' mean dE/dx are proportional to it
+      field:  every track bends with curvature field * MAX_CURVATURE (a random sign per track)
+      kind:   'hits' (point hits only), 'tracks' (1-3 tracks and a few hits), 'shower' (1-2 clusters
+              of overlapping hits, their number of hits growing with energy, and a few hits)
+    """
+    own = conditional_labels(seed, index)
+    energy = own["energy"] if energy is None else float(energy)
+    field = own["field"] if field is None else float(field)
+    kind = own["type"] if kind is None else kind
+    if kind not in CONDITIONAL_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(CONDITIONAL_KINDS)}, got {kind!r}")
+    rng = np.random.default_rng([seed, index, RENDERER_VERSION, 2])
+    scale = resolution / FRAME
+    signal = np.zeros((resolution, resolution))
+    gain = energy / 3.0  # 1 at the middle of the energy range
+
+    for _ in range(rng.poisson(6 if kind == "hits" else 2) + 1):  # point-like hits
+        y, x = rng.uniform(0, FRAME, size=2)
+        sigma = rng.uniform(0.6, 1.8) * np.array([1.0, rng.uniform(0.8, 1.25)])
+        signal += _blurred(resolution, [y], [x], [gain * rng.lognormal(np.log(900), 0.5)], sigma, scale)
+    if kind == "tracks":
+        for _ in range(1 + min(rng.poisson(0.8), 2)):
+            ys, xs = _curved_track(rng, field * MAX_CURVATURE * rng.choice([-1, 1]))
+            weights = _energy_loss(rng, len(ys), mean=gain * 25)
+            signal += _blurred(resolution, ys, xs, weights, rng.uniform(0.6, 1.0), scale)
+    if kind == "shower":
+        for _ in range(1 + min(rng.poisson(0.5), 1)):
+            center = rng.uniform(10, FRAME - 10, size=2)
+            # The most hits any energy gets are drawn, the first n used: the draws after them do not
+            # depend on the energy.
+            most = int(round(8 * ENERGY_RANGE[1] * 1.2))
+            n = min(int(round(8 * energy * rng.uniform(0.8, 1.2))), most)
+            spread = rng.uniform(1.5, 3.5)
+            ys, xs = center[0] + rng.normal(0, spread, most), center[1] + rng.normal(0, spread, most)
+            charges = gain * rng.lognormal(np.log(250), 0.5, most)
+            signal += _blurred(resolution, ys[:n], xs[:n], charges[:n], rng.uniform(0.7, 1.2), scale)
+    return _read_out(rng, signal, resolution)
+
+
+def render_conditional(count: int = 300, resolution: int = 64, seed: int = 0) -> tuple[np.ndarray, list[dict]]:
+    """`count` frames of `builtin:particles-cond` as uint8 [count, 1, R, R], and their labels."""
+    labels = [conditional_labels(seed, i) for i in range(count)]
+    frames = np.stack([render_conditional_frame(seed, i, resolution) for i in range(count)])[:, None]
+    return frames, labels
