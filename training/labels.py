@@ -230,7 +230,8 @@ def read_array_labels(path: str, count: int) -> dict[str, list]:
     columns = {base: array} if array.ndim == 1 else {f"{base}_{k}": array[:, k] for k in range(array.shape[1])}
     table = {}
     for name, values in columns.items():
-        if values.dtype.kind in "SU":
+        if values.dtype.kind in "SU" or (values.dtype.kind == "O" and all(isinstance(v, (str, bytes)) for v in values)):
+            # HDF5 variable-length strings arrive as objects (bytes)
             table[name] = [v.decode() if isinstance(v, bytes) else str(v) for v in values]
         elif values.dtype.kind in "iub":
             table[name] = [int(v) for v in values]
