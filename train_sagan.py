@@ -29,8 +29,9 @@ from training.augment import AugmentConfig, diff_augment
 from training.config import BaseConfig, EvalConfig, TrainConfig, check
 from training.data import shard
 from training.ema import ema_beta, recompute_batchnorm_statistics, update_ema
+from training.labels import labels_for_indices
 from training.loop import crossed, setup, train
-from training.seeding import latents_for_indices, randn
+from training.seeding import generator, latents_for_indices, randn
 
 BATCHNORM_SAMPLES = 1024  # latents G_ema's BatchNorm statistics are recomputed over before it samples or is saved
 
@@ -139,14 +140,16 @@ class SAGANTask:
         config, acc = ctx.config, ctx.accelerator
         self.config, self.accelerator = config, acc
         self.num_images = len(ctx.data)
+        self.data = ctx.data  # a conditional set's encoded labels: data.labels [N, c_dim], else None
+        c_dim = 0 if ctx.data.labels is None else ctx.data.labels.shape[1]
         res, channels = config.data.resolution, config.data.channels
         torch.manual_seed(config.seed)
         # Built with SyncBatchNorm directly (instead of converting) under several processes, before DDP wraps it.
-        G = build_generator(config.model, res, channels, batchnorm_for(acc.device, acc.num_processes))
-        D = build_discriminator(config.model, res, channels)
+        G = build_generator(config.model, res, channels, batchnorm_for(acc.device, acc.num_processes), c_dim)
+        D = build_discriminator(config.model, res, channels, c_dim)
         self.G_ema = None
         if config.train.ema_halflife_kimg > 0:
-            self.G_ema = build_generator(config.model, res, channels)  # plain BatchNorm: samples on one process
+            self.G_ema = build_generator(config.model, res, channels, c_dim=c_dim)  # plain BatchNorm: one process
             self.G_ema.load_state_dict(G.state_dict())
             self.G_ema.eval().requires_grad_(False).to(acc.device)
         self.ema_statistics_stale = True
@@ -187,6 +190,15 @@ class SAGANTask:
         z = randn((cfg.train.batch_size, cfg.model.z_dim), cfg.seed, *purpose, step)
         return shard(z, acc.process_index, acc.num_processes).to(acc.device)
 
+    def fake_labels(self, step: int, *purpose) -> torch.Tensor | None:
+        """Labels for a batch of fakes, drawn from the training set's (None when unconditional)."""
+        if self.data.labels is None:
+            return None
+        acc, cfg = self.accelerator, self.config
+        rows = torch.randint(len(self.data.labels), (cfg.train.batch_size,),
+                             generator=generator(cfg.seed, "c", *purpose, step))
+        return self.data.labels[shard(rows, acc.process_index, acc.num_processes).to(self.data.labels.device)]
+
     def augment(self, images: torch.Tensor, step: int, purpose: str) -> torch.Tensor:
         acc = self.accelerator
         return diff_augment(images, self.config.augment.policy, self.config.seed, step, acc.process_index,
@@ -205,11 +217,15 @@ class SAGANTask:
 
     def d_step(self, real: torch.Tensor, step: int) -> dict:
         acc, t = self.accelerator, self.config.train
+        fake_labels = self.fake_labels(step, "z/D")
         with torch.no_grad(), acc.autocast():
-            fake = self.G(self.latents(step, "z/D"))
+            fake = self.G(self.latents(step, "z/D"), fake_labels)
         images = torch.cat([self.augment(real, step, "D/real"), self.augment(fake.float(), step, "D/fake")])
+        labels = None
+        if fake_labels is not None:
+            labels = torch.cat([self.data.batch_labels(step, acc.process_index, acc.num_processes), fake_labels])
         with acc.autocast():
-            logits = self.D(images).float()  # one pass over reals and fakes: D has no batch statistics
+            logits = self.D(images, labels).float()  # one pass over reals and fakes: D has no batch statistics
         real_logits, fake_logits = logits.split(len(real))
         loss_real, loss_fake = d_loss(real_logits, fake_logits, t.loss, t.real_label, t.fake_label)
         norm = self.optimize(self.D, self.opt_D, self.scaler_D, loss_real + loss_fake)
@@ -225,9 +241,10 @@ class SAGANTask:
         # D runs unwrapped and frozen: its DDP wrapper would otherwise wait for gradients this step never makes.
         acc, D = self.accelerator, self.accelerator.unwrap_model(self.D)
         D.requires_grad_(False)
+        labels = self.fake_labels(step, "z/G", index)
         with acc.autocast():
-            fake = self.G(self.latents(step, "z/G", index))
-            logits = D(self.augment(fake, step, f"G/fake/{index}")).float()
+            fake = self.G(self.latents(step, "z/G", index), labels)
+            logits = D(self.augment(fake, step, f"G/fake/{index}"), labels).float()
         loss = g_loss(logits, self.config.train.loss)
         norm = self.optimize(self.G, self.opt_G, self.scaler_G, loss)
         D.requires_grad_(True)
@@ -260,10 +277,17 @@ class SAGANTask:
         over fixed latents, so the same weights always get the same statistics (exact resume,
         identical on every process)."""
         if self.ema_statistics_stale:
-            cfg, batch = self.config, self.config.train.batch_size
-            latents = (randn((batch, cfg.model.z_dim), cfg.seed, "G_ema/batchnorm", i, device=self.accelerator.device)
-                       for i in range(BATCHNORM_SAMPLES // batch))
-            recompute_batchnorm_statistics(self.G_ema, latents)
+            cfg, batch, device = self.config, self.config.train.batch_size, self.accelerator.device
+            table = self.data.labels
+
+            def inputs(i: int) -> tuple:
+                z = randn((batch, cfg.model.z_dim), cfg.seed, "G_ema/batchnorm", i, device=device)
+                if table is None:
+                    return (z,)
+                rows = torch.randint(len(table), (batch,), generator=generator(cfg.seed, "G_ema/batchnorm/c", i))
+                return z, table[rows.to(table.device)]
+
+            recompute_batchnorm_statistics(self.G_ema, (inputs(i) for i in range(BATCHNORM_SAMPLES // batch)))
             self.ema_statistics_stale = False
         return self.G_ema
 
@@ -271,13 +295,14 @@ class SAGANTask:
         """G_ema, or without EMA the training G, in eval mode: BatchNorm uses running statistics,
         so sample i depends only on (seed, i), never on the rest of the batch."""
         G = self.ema_generator() if self.G_ema is not None else self.accelerator.unwrap_model(self.G)
-        z_dim, seed, device = self.config.model.z_dim, self.config.seed, self.accelerator.device
+        z_dim, seed, device, table = self.config.model.z_dim, self.config.seed, self.accelerator.device, self.data.labels
 
         @torch.no_grad()
         def sample(indices: torch.Tensor) -> torch.Tensor:
             was_training = G.training
             G.eval()
-            images = G(latents_for_indices(indices, z_dim, seed).to(device))
+            labels = None if table is None else labels_for_indices(table, indices, seed).to(device)
+            images = G(latents_for_indices(indices, z_dim, seed).to(device), labels)
             G.train(was_training)
             return images
 
@@ -290,6 +315,8 @@ class SAGANTask:
                  "scalers": {"G": self.scaler_G.state_dict(), "D": self.scaler_D.state_dict()}}
         if self.G_ema is not None:
             state["G_ema"] = self.ema_generator().state_dict()
+        if self.data.labels is not None:  # the label distribution samplers draw from (eval/generate.py, eval/fid.py)
+            state["labels"] = self.data.labels.cpu()
         return state
 
     def load_state_dict(self, state: dict) -> None:

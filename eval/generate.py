@@ -91,8 +91,8 @@ def label_values(checkpoint: dict, num: int, seed: int, label: str | None, label
     """Each of `num` samples' labels {name: values} for a conditional checkpoint (None for an unconditional
     one): drawn from the training set's rows by (seed, i), then overridden by --labels-from and --label.
     ValueError (one line) for labels the checkpoint does not have."""
-    from nets.stylegan2 import labels_for_indices
-    from training.labels import LabelEncoding, parse_label_arguments, read_csv_labels, warn_outside_range
+    from training.labels import (LabelEncoding, labels_for_indices, parse_label_arguments, read_csv_labels,
+                                 warn_outside_range)
 
     encoding = LabelEncoding.from_config(checkpoint["config"].get("data", {}))
     if not encoding.c_dim:

@@ -9,6 +9,11 @@ and with `model.g_spectral_norm` every convolution of G too (the SAGAN paper's s
     G = build_generator(SAGANModel(), resolution=64, channels=1)
     images = G(torch.randn(8, 128))            # [8, 1, 64, 64] in [-1, 1]
 
+Conditional (a data set with labels, `training.labels`; c_dim > 0): G's BatchNorm layers take
+their scale and shift from the label (conditional BatchNorm), and D adds to its logit the inner
+product of its pooled last features with an embedding of the label (a projection discriminator):
+the SAGAN and BigGAN design.
+
 `sampler_from_checkpoint` rebuilds the generator of a training checkpoint for eval/generate.py
 and eval/fid.py (through `nets.load_sampler`).
 """
@@ -22,6 +27,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from training.config import ConfigError, check, from_dict
+from training.labels import LabelEncoding, labels_for_indices
 from training.seeding import latents_for_indices
 
 
@@ -149,6 +155,21 @@ class CPUSyncBatchNorm(nn.BatchNorm2d):
         return y.to(dtype)
 
 
+class ConditionalBatchNorm2d(nn.Module):
+    """BatchNorm without its own scale and shift; they come from the label: y = bn(x) * (1 + g(c)) + b(c),
+    g and b linear maps that start at 0 (so training starts from plain BatchNorm)."""
+
+    def __init__(self, channels: int, c_dim: int, batchnorm=nn.BatchNorm2d):
+        super().__init__()
+        self.norm = batchnorm(channels, affine=False)
+        self.gain, self.shift = nn.Linear(c_dim, channels, bias=False), nn.Linear(c_dim, channels, bias=False)
+        nn.init.zeros_(self.gain.weight)
+        nn.init.zeros_(self.shift.weight)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self.norm(x) * (1 + self.gain(c)[:, :, None, None]) + self.shift(c)[:, :, None, None]
+
+
 def batchnorm_for(device: torch.device, num_processes: int) -> type[nn.BatchNorm2d]:
     """BatchNorm2d alone, SyncBatchNorm under several processes (our CPU version where torch's refuses)."""
     if num_processes == 1:
@@ -169,29 +190,37 @@ class Generator(nn.Module):
                  attention=(16,),           # feature-map resolutions followed by self-attention
                  batchnorm=nn.BatchNorm2d,  # normalization class (SyncBatchNorm under several processes)
                  spectral=False,            # spectrally normalize every convolution (the SAGAN paper's G)
+                 c_dim: int = 0,            # encoded label width: conditional BatchNorm; 0: unconditional
                  ):
         super().__init__()
-        self.z_dim, self.resolution, self.channels = z_dim, resolution, channels
+        self.z_dim, self.resolution, self.channels, self.c_dim = z_dim, resolution, channels, c_dim
         width = lambda r: channels_at(r, resolution, base_channels, max_channels)  # noqa: E731
         wrap = spectral_norm if spectral else (lambda module: module)
-        layers = [wrap(nn.ConvTranspose2d(z_dim, width(4), 4, 1, 0, bias=False)), batchnorm(width(4)), nn.ReLU()]
+        norm = (lambda n: ConditionalBatchNorm2d(n, c_dim, batchnorm)) if c_dim else batchnorm
+        layers = [wrap(nn.ConvTranspose2d(z_dim, width(4), 4, 1, 0, bias=False)), norm(width(4)), nn.ReLU()]
         for r in feature_resolutions(resolution):
             if r > 4:
                 layers += [wrap(nn.ConvTranspose2d(width(r // 2), width(r), 4, 2, 1, bias=False)),
-                           batchnorm(width(r)), nn.ReLU()]
+                           norm(width(r)), nn.ReLU()]
             if r in attention:
                 layers.append(SelfAttention(width(r), wrap=wrap))
         layers += [wrap(nn.ConvTranspose2d(width(resolution // 2), channels, 4, 2, 1)), nn.Tanh()]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z[:, :, None, None])
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.c_dim:
+            return self.net(z[:, :, None, None])
+        x = z[:, :, None, None]
+        for layer in self.net:
+            x = layer(x, c) if isinstance(layer, ConditionalBatchNorm2d) else layer(x)
+        return x
 
 
-def build_generator(model: SAGANModel, resolution: int, channels: int, batchnorm=nn.BatchNorm2d) -> Generator:
+def build_generator(model: SAGANModel, resolution: int, channels: int, batchnorm=nn.BatchNorm2d,
+                    c_dim: int = 0) -> Generator:
     return Generator(model.z_dim, resolution, channels, base_channels=model.g_channels,
                      max_channels=model.max_channels, attention=tuple(model.g_attention), batchnorm=batchnorm,
-                     spectral=model.g_spectral_norm)
+                     spectral=model.g_spectral_norm, c_dim=c_dim)
 
 
 # ---------------------------------------------------------------------------
@@ -204,9 +233,11 @@ class Discriminator(nn.Module):
                  base_channels: int = 64,  # width at resolution/2, doubled per halving
                  max_channels: int = 512,  # width cap
                  attention=(16,),          # feature-map resolutions followed by self-attention
+                 c_dim: int = 0,           # encoded label width: a projection term; 0: unconditional
                  ):
         super().__init__()
         width = lambda r: channels_at(r, resolution, base_channels, max_channels)  # noqa: E731
+        self.c_dim = c_dim
         layers, previous = [], channels
         for r in reversed(feature_resolutions(resolution)):
             layers += [spectral_norm(nn.Conv2d(previous, width(r), 4, 2, 1)), nn.LeakyReLU(0.2)]
@@ -215,26 +246,34 @@ class Discriminator(nn.Module):
             previous = width(r)
         layers.append(spectral_norm(nn.Conv2d(previous, 1, 4, 1, 0)))
         self.net = nn.Sequential(*layers)
+        if c_dim:
+            self.embed = spectral_norm(nn.Linear(c_dim, previous, bias=False))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Images [B, C, H, W] -> one logit per image [B]."""
-        return self.net(x).flatten()
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        """Images [B, C, H, W] (and encoded labels [B, c_dim]) -> one logit per image [B]."""
+        if not self.c_dim:
+            return self.net(x).flatten()
+        features = self.net[:-1](x)
+        projection = (features.sum(dim=(2, 3)) * self.embed(c.to(features.dtype))).sum(dim=1)
+        return self.net[-1](features).flatten() + projection
 
 
-def build_discriminator(model: SAGANModel, resolution: int, channels: int) -> Discriminator:
+def build_discriminator(model: SAGANModel, resolution: int, channels: int, c_dim: int = 0) -> Discriminator:
     return Discriminator(resolution, channels, base_channels=model.d_channels, max_channels=model.max_channels,
-                         attention=tuple(model.d_attention))
+                         attention=tuple(model.d_attention), c_dim=c_dim)
 
 
 # ---------------------------------------------------------------------------
 # Sampling from a checkpoint
 
 def sampler_from_checkpoint(checkpoint: dict, device, seed: int = 0, truncation: float = 1.0,
-                            use_ema: bool = True, **options):
+                            use_ema: bool = True, labels: torch.Tensor | None = None, **options):
     """Sample indices -> images in [-1, 1] from the checkpoint's G_ema (or G), in eval mode.
 
     BatchNorm uses its running statistics, so sample i depends only on (seed, i).
     `truncation` scales the latent towards its mean (0): psi < 1 trades variety for fidelity.
+    A conditional G draws sample i's label from the training set's (checkpoint["labels"]) by
+    (seed, i), or takes row i % K of `labels` [K, c_dim].
     """
     if options:
         raise ValueError(f"sagan samplers take no options, got {sorted(options)}")
@@ -243,14 +282,22 @@ def sampler_from_checkpoint(checkpoint: dict, device, seed: int = 0, truncation:
         model = from_dict(SAGANModel, config["model"], "model.")
     except ConfigError as e:
         raise ValueError(f"checkpoint config does not describe a SAGAN: {e}")
-    G = build_generator(model, config["data"]["resolution"], config["data"]["channels"])
+    c_dim = LabelEncoding.from_config(config["data"]).c_dim
+    G = build_generator(model, config["data"]["resolution"], config["data"]["channels"], c_dim=c_dim)
     G.load_state_dict(checkpoint["G_ema"] if use_ema and "G_ema" in checkpoint else checkpoint["G"])
     G.eval().requires_grad_(False).to(device)
+    table = checkpoint.get("labels") if labels is None else labels
+
+    def labels_for(indices: torch.Tensor) -> torch.Tensor | None:
+        if not c_dim:
+            return None
+        rows = labels_for_indices(table, indices, seed) if labels is None else table[indices % len(table)]
+        return rows.to(device)
 
     @torch.no_grad()
     def sample(indices: torch.Tensor) -> torch.Tensor:
         z = latents_for_indices(indices, model.z_dim, seed).to(device)
-        return G(z * truncation)
+        return G(z * truncation, labels_for(indices))
 
-    sample.channels, sample.resolution = G.channels, G.resolution
+    sample.channels, sample.resolution, sample.labels_for = G.channels, G.resolution, labels_for
     return sample

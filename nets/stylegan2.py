@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import ops
-from training.labels import LabelEncoding
+from training.labels import LabelEncoding, labels_for_indices
 from training.seeding import generator, latents_for_indices
 
 RESAMPLE_FILTER = (1, 3, 3, 1)  # binomial FIR filter for up- and downsampling
@@ -484,13 +484,6 @@ def noise_for_indices(G: Generator, indices: torch.Tensor, seed: int) -> list[to
     flat = torch.stack([torch.randn(G.noise_numel, generator=generator(seed, "sample_noise", int(i)))
                         for i in indices.cpu()])
     return G.noise_from_flat(flat)
-
-
-def labels_for_indices(table: torch.Tensor, indices: torch.Tensor, seed: int) -> torch.Tensor:
-    """Encoded labels drawn from a label table (the training set's: its label distribution), one row per
-    sample index: sample i's row depends only on (seed, i)."""
-    rows = [int(torch.randint(len(table), (), generator=generator(seed, "sample_label", int(i)))) for i in indices.cpu()]
-    return table[torch.tensor(rows, dtype=torch.long, device=table.device)]
 
 
 class Sampler:

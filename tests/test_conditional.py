@@ -14,11 +14,11 @@ from plumbing import (ROOT, check_resume_is_deterministic, check_two_processes_m
                       run_script)
 import nets
 from nets.stylegan2 import (Discriminator, Generator, Sampler, build_discriminator, build_generator,
-                            labels_for_indices, normalize_2nd_moment)
+                            normalize_2nd_moment)
 from train_stylegan2 import StyleGAN2Config
 from training.config import build_config, to_dict
 from training.data import load_frames
-from training.labels import LabelEncoding, load_labels
+from training.labels import LabelEncoding, labels_for_indices, load_labels
 
 SCRIPT = "train_stylegan2.py"
 TINY = ["--config", "configs/stylegan2_tiny.yaml", "data.resolution=16"]
@@ -199,3 +199,67 @@ def test_a_checkpoint_from_before_labels_resumes_and_refuses_labels(tmp_path):
     assert load_checkpoint(tmp_path)["step"] == 4
     result = run_script(SCRIPT, [*COND, f"out_dir={tmp_path}", "--resume", "auto"], expect_status=2)
     assert "data.label_columns=[]" in result.stderr and result.stderr.strip().count("\n") == 0
+
+
+# ---------------------------------------------------------------------------
+# Conditional SAGAN: conditional BatchNorm in G, a projection discriminator
+
+SAGAN_COND = ["--config", "configs/sagan_tiny.yaml", "data.path=builtin:particles-cond?count=32"]
+
+
+def test_unconditional_sagan_networks_are_what_they_were():
+    from nets.sagan import SAGANModel
+    from nets.sagan import build_discriminator as sagan_d, build_generator as sagan_g
+    torch.manual_seed(0)
+    model = SAGANModel(z_dim=16, g_channels=8, d_channels=8, g_attention=[8], d_attention=[8])
+    G, D = sagan_g(model, 16, 1), sagan_d(model, 16, 1)
+    z = torch.randn(4, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():  # the values the code before labels existed gave
+        x = G(z)
+        assert x.double().sum().item() == pytest.approx(193.4859651940642, rel=1e-5)
+        assert D(x).double().sum().item() == pytest.approx(-0.47942468523979187, rel=1e-4)
+
+
+def test_sagan_conditional_batchnorm_and_projection_against_their_formulas():
+    from nets.sagan import ConditionalBatchNorm2d, SAGANModel
+    from nets.sagan import build_discriminator as sagan_d, build_generator as sagan_g
+    torch.manual_seed(0)
+    norm = ConditionalBatchNorm2d(6, 3)
+    torch.nn.init.normal_(norm.gain.weight)
+    torch.nn.init.normal_(norm.shift.weight)
+    x, c = torch.randn(4, 6, 5, 5), torch.randn(4, 3)
+    mean, var = x.mean((0, 2, 3), keepdim=True), x.var((0, 2, 3), unbiased=False, keepdim=True)
+    expected = (x - mean) / torch.sqrt(var + 1e-5) * (1 + (c @ norm.gain.weight.T))[:, :, None, None] \
+        + (c @ norm.shift.weight.T)[:, :, None, None]
+    torch.testing.assert_close(norm(x, c), expected, rtol=1e-4, atol=1e-5)
+
+    model = SAGANModel(z_dim=16, g_channels=8, d_channels=8, g_attention=[8], d_attention=[8])
+    D = sagan_d(model, 16, 1, c_dim=3).eval()
+    img, c = torch.randn(4, 1, 16, 16), torch.eye(3)[[0, 1, 2, 0]]
+    with torch.no_grad():
+        features = D.net[:-1](img)
+        expected = D.net[-1](features).flatten() + (features.sum((2, 3)) * D.embed(c)).sum(1)
+        torch.testing.assert_close(D(img, c), expected)
+        # Conditional BatchNorm starts as plain BatchNorm: the label matters only once trained.
+        G, z = sagan_g(model, 16, 1, c_dim=3).eval(), torch.randn(4, 16)
+        torch.testing.assert_close(G(z, c), G(z, c.flip(0)))
+
+
+def test_conditional_sagan_trains_resumes_exactly_and_generates_at_a_setting(tmp_path):
+    from nets.sagan import Discriminator
+    args = [*SAGAN_COND, "train.loss=hinge", "model.g_spectral_norm=true"]
+    check_resume_is_deterministic("train_sagan.py", args, tmp_path, kimg_first=0.048, kimg_total=0.096)
+    checkpoint = load_checkpoint(tmp_path / "straight")
+    assert checkpoint["labels"].shape == (32, 5) and "net.1.gain.weight" in checkpoint["G"]
+    assert "embed.parametrizations.weight.original" in checkpoint["D"]
+    sampler = nets.load_sampler(checkpoint, "cpu", seed=1)
+    torch.testing.assert_close(sampler(torch.arange(4))[2:], sampler(torch.tensor([2, 3])))
+    encoding = LabelEncoding.from_config(checkpoint["config"]["data"])
+    fixed = encoding.encode({"energy": [4.5], "field": [0.2], "type": ["shower"]})
+    at_setting = nets.load_sampler(checkpoint, "cpu", seed=1, labels=fixed)(torch.arange(4))
+    assert not torch.allclose(at_setting, sampler(torch.arange(4)))
+    assert sampler.labels_for(torch.arange(3)).shape == (3, 5)
+
+
+def test_conditional_sagan_two_processes_match_one(tmp_path):
+    check_two_processes_match_one("train_sagan.py", [*SAGAN_COND, "train.kimg=0.048"], tmp_path)

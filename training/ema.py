@@ -27,7 +27,7 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> Non
 
 
 @torch.no_grad()
-def recompute_batchnorm_statistics(model: torch.nn.Module, inputs: Iterable[torch.Tensor]) -> None:
+def recompute_batchnorm_statistics(model: torch.nn.Module, inputs: Iterable[torch.Tensor | tuple]) -> None:
     """Every BatchNorm layer's running mean and variance := the mean over `inputs` of the batch
     statistics `model` itself produces, each layer fed by the already-normalized layers before it.
 
@@ -41,8 +41,8 @@ def recompute_batchnorm_statistics(model: torch.nn.Module, inputs: Iterable[torc
         norm.reset_running_stats()
         norm.momentum = None  # cumulative average: every batch counts the same
     model.train()
-    for x in inputs:
-        model(x)
+    for x in inputs:  # a tensor, or a tuple of a model's inputs (latents and labels)
+        model(*x) if isinstance(x, tuple) else model(x)
     for norm, momentum in zip(norms, momenta):
         norm.momentum = momentum
     model.train(was_training)

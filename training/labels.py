@@ -315,6 +315,14 @@ def load_labels(data_config, frame_names: list[str] | None, count: int) -> tuple
     return encoding, encoding.encode({name: table[name] for name in encoding.names})
 
 
+def labels_for_indices(table: torch.Tensor, indices: torch.Tensor, seed: int) -> torch.Tensor:
+    """Encoded labels drawn from a label table (the training set's: its label distribution), one row per
+    sample index: sample i's row depends only on (seed, i), as its latent does."""
+    from training.seeding import generator
+    rows = [int(torch.randint(len(table), (), generator=generator(seed, "sample_label", int(i)))) for i in indices.cpu()]
+    return table[torch.tensor(rows, dtype=torch.long, device=table.device)]
+
+
 def parse_label_arguments(text: str, encoding: LabelEncoding) -> dict[str, object]:
     """'energy=3.5,field=0.8' or 'type=shower' -> {name: value}; unknown names are a ValueError."""
     values = {}
