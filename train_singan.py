@@ -60,10 +60,10 @@ from training.seeding import generator, rng_state, set_rng_state
 
 SAMPLE_GRID = 16  # random samples in each grid
 
-# The reference implementation's log names -> TensorBoard tags (printed every train.log_every steps).
-REFERENCE_LOG_NAMES = {"D": "Loss/D/total", "D_r": "Loss/D/real", "D_f": "Loss/D/fake", "D_gp": "Loss/D/gp",
-                       "G": "Loss/G/total", "G_recon": "Loss/G/recon", "G_adv": "Loss/G/adv",
-                       "amp": "Train/noise_amp"}
+# The seed log's names (the SinGAN training log this project started from) -> TensorBoard tags (printed every
+# train.log_every steps).
+SEED_LOG_NAMES = {"D": "Loss/D/total", "D_r": "Loss/D/real", "D_f": "Loss/D/fake", "D_gp": "Loss/D/gp",
+                  "G": "Loss/G/total", "G_recon": "Loss/G/recon", "G_adv": "Loss/G/adv", "amp": "Train/noise_amp"}
 
 
 # ---------------------------------------------------------------------------
@@ -118,7 +118,7 @@ class SinGANTrain(TrainConfig):
     sample_every_kimg: float = 0.0      # unused (grids at every scale's end); must stay 0
     checkpoint_every_kimg: float = 0.0  # unused (see checkpoint_every); must stay 0
     steps_per_scale: int = 2000         # iterations per scale
-    lr: float = 5e-4                    # Adam learning rate of G and D (the reference's log used 4e-4)
+    lr: float = 5e-4                    # Adam learning rate of G and D (the reference's; the seed log used 4e-4)
     beta1: float = 0.5
     beta2: float = 0.999
     lr_drop_at: float = 0.8             # after this fraction of a scale's steps ...
@@ -607,7 +607,7 @@ class SinGANTrainer:
                     scalars["Progress/sec_per_step"] = (time.perf_counter() - window_start) / window_steps
                     self.run.log_scalars(scalars, self.global_step(n, self.step) / 1000)
                     write(f"scale {n}/{len(self.sizes) - 1} step {self.step}/{t.steps_per_scale}: " + " ".join(
-                        f"{label} {scalars[key]:.4g}" for label, key in REFERENCE_LOG_NAMES.items())
+                        f"{label} {scalars[key]:.4g}" for label, key in SEED_LOG_NAMES.items())
                         + f" ({scalars['Progress/sec_per_step']:.3f} s/step)")
                     window_start, window_steps = time.perf_counter(), 0
                 if done:
