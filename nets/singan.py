@@ -182,10 +182,10 @@ class ScaleGenerator(nn.Module):
         channels: image channels (1 grayscale, 3 colour)
         width:    feature channels of every hidden layer
         layers:   3x3 conv layers in all (layers - 1 ConvBlocks, then the output conv)
-        padding:  "same", "zero" or "noise"
+        padding:  "noise", "zero" or "same"
     """
 
-    def __init__(self, channels: int, width: int, layers: int = 5, padding: str = "same"):
+    def __init__(self, channels: int, width: int, layers: int = 5, padding: str = "noise"):
         super().__init__()
         conv_padding = 1 if padding == "same" else 0
         self.features = conv_blocks(channels, width, layers - 1, padding=conv_padding)
@@ -223,10 +223,10 @@ class PatchDiscriminator(nn.Module):
         channels: image channels
         width:    feature channels of every hidden layer
         layers:   3x3 conv layers in all (layers - 1 ConvBlocks, then the score conv)
-        padding:  "same", "zero" or "noise" (the last two: the same unpadded D)
+        padding:  "noise", "zero" or "same" (the first two: the same unpadded D)
     """
 
-    def __init__(self, channels: int, width: int, layers: int = 5, padding: str = "same"):
+    def __init__(self, channels: int, width: int, layers: int = 5, padding: str = "noise"):
         super().__init__()
         conv_padding = 1 if padding == "same" else 0
         self.features = conv_blocks(channels, width, layers - 1, norm=PerSampleBatchNorm2d, padding=conv_padding)
