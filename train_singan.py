@@ -48,8 +48,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch
 import torch.nn.functional as F
 
-from nets.singan import (build_scale, draw_noise, image_pyramid, init_weights, noise_border, pyramid_sizes, resize,
-                         scale_width, synthesize, output_sizes)
+from nets.singan import (PADDING_OF_KEYLESS_CONFIGS, build_scale, checkpoint_padding, draw_noise, image_pyramid,
+                         init_weights, noise_border, pyramid_sizes, resize, scale_width, synthesize, output_sizes)
 from training.checkpoint import CheckpointError, load_checkpoint
 from training.config import BaseConfig, DataConfig, EvalConfig, TrainConfig, check, to_dict
 from training.data import load_image_full
@@ -60,10 +60,10 @@ from training.seeding import generator, rng_state, set_rng_state
 
 SAMPLE_GRID = 16  # random samples in each grid
 
-# The reference implementation's log names -> TensorBoard tags (printed every train.log_every steps).
-REFERENCE_LOG_NAMES = {"D": "Loss/D/total", "D_r": "Loss/D/real", "D_f": "Loss/D/fake", "D_gp": "Loss/D/gp",
-                       "G": "Loss/G/total", "G_recon": "Loss/G/recon", "G_adv": "Loss/G/adv",
-                       "amp": "Train/noise_amp"}
+# The seed log's names (the SinGAN training log this project started from) -> TensorBoard tags (printed every
+# train.log_every steps).
+SEED_LOG_NAMES = {"D": "Loss/D/total", "D_r": "Loss/D/real", "D_f": "Loss/D/fake", "D_gp": "Loss/D/gp",
+                  "G": "Loss/G/total", "G_recon": "Loss/G/recon", "G_adv": "Loss/G/adv", "amp": "Train/noise_amp"}
 
 
 # ---------------------------------------------------------------------------
@@ -97,15 +97,17 @@ class SinGANModel:
     max_channels: int = 128  # cap on the doubling
     double_every: int = 4    # the width doubles every this many scales
     layers: int = 5          # 3x3 conv layers per network (receptive field 2 * layers + 1 pixels)
-    padding: Literal["same", "noise"] = "same"  # same: every conv pads with zeros; noise: G's input padded
-                             # once with noise (its own image mirrored), D unpadded: no border to copy by
+    padding: Literal["noise", "zero", "same"] = "noise"  # noise: G's input padded once with noise (the image
+                             # mirrored), D unpadded: no border to copy by. zero: the reference's (input padded
+                             # once with zeros, unpadded convs). same: zeros in every conv of G and D (not the
+                             # reference; what a checkpoint without the key was trained with)
 
     def validate(self):
         check(self.channels >= 1, "model.channels", "a positive integer")
         check(self.max_channels >= self.channels, "model.max_channels", "an integer >= model.channels")
         check(self.double_every >= 1, "model.double_every", "a positive integer")
         check(self.layers >= 2, "model.layers", "an integer >= 2")
-        check(self.padding in ("same", "noise"), "model.padding", "same or noise")
+        check(self.padding in ("noise", "zero", "same"), "model.padding", "noise, zero or same")
 
 
 @dataclass
@@ -116,7 +118,7 @@ class SinGANTrain(TrainConfig):
     sample_every_kimg: float = 0.0      # unused (grids at every scale's end); must stay 0
     checkpoint_every_kimg: float = 0.0  # unused (see checkpoint_every); must stay 0
     steps_per_scale: int = 2000         # iterations per scale
-    lr: float = 5e-4                    # Adam learning rate of G and D (the reference's log used 4e-4)
+    lr: float = 5e-4                    # Adam learning rate of G and D (the reference's; the seed log used 4e-4)
     beta1: float = 0.5
     beta2: float = 0.999
     lr_drop_at: float = 0.8             # after this fraction of a scale's steps ...
@@ -177,10 +179,10 @@ class SinGANConfig(BaseConfig):
     eval: SinGANEval = field(default_factory=SinGANEval)
 
     def validate(self):
-        if self.model.padding == "noise":  # D's unpadded stack needs one whole patch at the coarsest scale
+        if self.model.padding != "same":  # D's unpadded stack needs one whole patch at the coarsest scale
             patch = 2 * self.model.layers + 1
             check(self.data.min_size >= patch, "data.min_size",
-                  f"an integer >= {patch} with model.padding=noise (one {patch}x{patch} patch for D)")
+                  f"an integer >= {patch} with model.padding={self.model.padding} (one {patch}x{patch} patch for D)")
 
 
 def parse_factors(text: str) -> tuple[float, float] | None:
@@ -516,6 +518,10 @@ class SinGANTrainer:
         if checkpoint["model"] != self.name:
             raise CheckpointError(f"--resume: {path} is a {checkpoint['model']} run, not singan")
         saved, current = checkpoint["config"], to_dict(self.config)
+        if "padding" not in saved["model"] and self.config.model.padding != PADDING_OF_KEYLESS_CONFIGS:
+            raise CheckpointError(f"--resume: {path} was written before model.padding existed and trained with "
+                                  f"zero padding in every convolution; add model.padding={PADDING_OF_KEYLESS_CONFIGS}")
+        saved = {**saved, "model": {**saved["model"], "padding": checkpoint_padding(saved["model"])}}
         keys = [("data", "max_size"), ("data", "min_size"), ("data", "scale_factor"), ("data", "channels"),
                 ("train", "steps_per_scale")]
         compared = model_differences(saved, self.config) + \
@@ -601,7 +607,7 @@ class SinGANTrainer:
                     scalars["Progress/sec_per_step"] = (time.perf_counter() - window_start) / window_steps
                     self.run.log_scalars(scalars, self.global_step(n, self.step) / 1000)
                     write(f"scale {n}/{len(self.sizes) - 1} step {self.step}/{t.steps_per_scale}: " + " ".join(
-                        f"{label} {scalars[key]:.4g}" for label, key in REFERENCE_LOG_NAMES.items())
+                        f"{label} {scalars[key]:.4g}" for label, key in SEED_LOG_NAMES.items())
                         + f" ({scalars['Progress/sec_per_step']:.3f} s/step)")
                     window_start, window_steps = time.perf_counter(), 0
                 if done:

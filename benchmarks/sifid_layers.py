@@ -10,11 +10,12 @@ The real image is frame 0 of `builtin:particles?seed=S` at `--size` px. SIFID
     resolution up-sampled back, added noise (std 0.1 in [-1, 1] units), and
     its tiles shuffled (10 px tiles break the tracks while keeping every
     pixel's neighbourhood; 25 px tiles mostly rearrange whole structures);
-for three layers of pytorch-fid's FID Inception: block 1 (192-d, after the
-second max pool; SIFID's default), block 0 (64-d, after the first max pool)
-and Conv2d_2b (64-d, before the first max pool: where the SinGAN authors'
-code takes its features, though with torchvision's ImageNet weights, which
-this benchmark does not use). Prints one JSON object: per layer, the new
+for four layers of pytorch-fid's FID Inception: block 1 (192-d, after the
+second max pool; SIFID's default), Conv2d_4a (192-d, block 1 before its max
+pool: the layer the SinGAN paper's text names), block 0 (64-d, after the first
+max pool) and Conv2d_2b (64-d, before the first max pool: where the SinGAN
+authors' code takes its features). The authors used torchvision's ImageNet
+weights, which this benchmark does not use. Prints one JSON object: per layer, the new
 frames' mean, std and max, and each spoiled image's SIFID and its ratio to
 that mean.
 """
@@ -74,16 +75,19 @@ def main(argv=None) -> None:
     spoiled = spoiled_versions(real, g)
 
     extractor = feature_extractor("cpu", blocks=(0, 1), resize=False)
-    stem = extractor.network.blocks[0][:3]  # Conv2d_1a, 2a, 2b (batch norms folded): before max pool 1
+    blocks = extractor.network.blocks  # batch norms folded into the convolutions
 
-    def before_first_pool(images):
-        x = images.expand(-1, 3, -1, -1).float() / 255 * 2 - 1  # pytorch-fid's input scaling
-        with torch.no_grad():
-            return stem(x.contiguous(memory_format=torch.channels_last))
+    def up_to(layers):
+        def features(images):
+            x = images.expand(-1, 3, -1, -1).float() / 255 * 2 - 1  # pytorch-fid's input scaling
+            with torch.no_grad():
+                return layers(x.contiguous(memory_format=torch.channels_last))
+        return features
 
     layers = {"block1_192d_after_pool2": lambda images: extractor(images)[1],
+              "conv2d_4a_192d_before_pool2": up_to(torch.nn.Sequential(blocks[0], *blocks[1][:2])),
               "block0_64d_after_pool1": lambda images: extractor(images)[0],
-              "conv2d_2b_64d_before_pool1": before_first_pool}
+              "conv2d_2b_64d_before_pool1": up_to(blocks[0][:3])}
     report = {}
     for name, features in layers.items():
         metric = SIFID(real, features=features, batch_size=8)

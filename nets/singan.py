@@ -148,6 +148,14 @@ def conv_blocks(channels: int, width: int, count: int, norm: type[nn.BatchNorm2d
                          *[ConvBlock(width, width, norm, padding) for _ in range(count - 1)])
 
 
+PADDING_OF_KEYLESS_CONFIGS = "same"  # checkpoints written before model.padding existed were trained so
+
+
+def checkpoint_padding(model: dict) -> str:
+    """The padding a saved config's networks were trained with: its `model.padding`, or "same" without the key."""
+    return model.get("padding", PADDING_OF_KEYLESS_CONFIGS)
+
+
 def noise_border(layers: int, padding: str) -> int:
     """Pixels by which G's noise input exceeds its output on each side: `layers` with padding "noise", else 0."""
     return layers if padding == "noise" else 0
@@ -156,25 +164,33 @@ def noise_border(layers: int, padding: str) -> int:
 class ScaleGenerator(nn.Module):
     """One scale's generator: G(σz + x_prev) + x_prev, with a tanh on G's own output.
 
-    With padding "same" every convolution pads with zeros, and the noise σz has the
-    image's size. With "noise" the convolutions are unpadded and the input is
-    padded once instead, by `layers` pixels: the noise σz is drawn that much larger
-    (`input_size`) and x_prev is mirrored into the border. No convolution then sees
-    a zero border, so G cannot tell where in the image it is from the padding and
-    must take the layout from x_prev (at the coarsest scale, from the noise alone).
+    `padding` says how G's 3x3 convolutions get their border (the receptive field,
+    2 * layers + 1 pixels, is the same in all three):
+      same:  every convolution pads with zeros; the noise σz has the image's size.
+             Not the reference: per-layer zero padding (in D too).
+      zero:  the reference implementation's scheme. The noise σz has the image's
+             size; σz + x_prev is padded once by `layers` pixels with zeros and the
+             convolutions are unpadded. Only G's input border is zero, so G can
+             still tell where the image's edge is.
+      noise: the input is padded once by `layers` pixels, but the noise σz is drawn
+             that much larger (`input_size`) and x_prev is mirrored into the border,
+             so no convolution sees a zero border: G cannot tell where in the image it
+             is and must take the layout from x_prev (at the coarsest scale, from the
+             noise alone).
 
     Args:
         channels: image channels (1 grayscale, 3 colour)
         width:    feature channels of every hidden layer
         layers:   3x3 conv layers in all (layers - 1 ConvBlocks, then the output conv)
-        padding:  "same" or "noise"
+        padding:  "noise", "zero" or "same"
     """
 
-    def __init__(self, channels: int, width: int, layers: int = 5, padding: str = "same"):
+    def __init__(self, channels: int, width: int, layers: int = 5, padding: str = "noise"):
         super().__init__()
         conv_padding = 1 if padding == "same" else 0
         self.features = conv_blocks(channels, width, layers - 1, padding=conv_padding)
         self.to_image = nn.Conv2d(width, channels, 3, padding=conv_padding)
+        self.padding, self.layers = padding, layers
         self.border = noise_border(layers, padding)
 
     def input_size(self, size: Size) -> Size:
@@ -183,8 +199,13 @@ class ScaleGenerator(nn.Module):
 
     def forward(self, noise: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
         """noise: σz at `input_size(previous's size)`; previous: the up-sampled coarser output (zeros at scale 0)."""
-        padded = F.pad(previous, [self.border] * 4, mode="reflect") if self.border else previous
-        return torch.tanh(self.to_image(self.features(noise + padded))) + previous
+        if self.padding == "noise":
+            x = noise + F.pad(previous, [self.layers] * 4, mode="reflect")
+        elif self.padding == "zero":
+            x = F.pad(noise + previous, [self.layers] * 4)
+        else:
+            x = noise + previous
+        return torch.tanh(self.to_image(self.features(x))) + previous
 
 
 class PatchDiscriminator(nn.Module):
@@ -193,18 +214,19 @@ class PatchDiscriminator(nn.Module):
     Its BatchNorm keeps every image's statistics apart (PerSampleBatchNorm2d), so
     with several images per process each score, and each image's gradient
     penalty, is what that image alone would give, as in the reference's batch of 1.
-    With padding "same" the score map has the image's size (zero-padded borders);
-    with "noise" the convolutions are unpadded, as the reference's D: only whole
-    patches inside the image are scored, so D cannot locate them by the border.
+    With padding "same" every convolution pads with zeros and the score map has the
+    image's size (border patches, part zeros, are scored too). With "zero" and
+    "noise" the convolutions are unpadded, as the reference's D: only whole patches
+    inside the image are scored, so D cannot locate them by the border.
 
     Args:
         channels: image channels
         width:    feature channels of every hidden layer
         layers:   3x3 conv layers in all (layers - 1 ConvBlocks, then the score conv)
-        padding:  "same" or "noise"
+        padding:  "noise", "zero" or "same" (the first two: the same unpadded D)
     """
 
-    def __init__(self, channels: int, width: int, layers: int = 5, padding: str = "same"):
+    def __init__(self, channels: int, width: int, layers: int = 5, padding: str = "noise"):
         super().__init__()
         conv_padding = 1 if padding == "same" else 0
         self.features = conv_blocks(channels, width, layers - 1, norm=PerSampleBatchNorm2d, padding=conv_padding)
@@ -219,7 +241,7 @@ def build_scale(kind: str, config: dict, scale: int, channels: int) -> nn.Module
     model = config["model"]
     width = scale_width(scale, model["channels"], model["max_channels"], model["double_every"])
     network = ScaleGenerator if kind == "G" else PatchDiscriminator
-    return network(channels, width, model["layers"], model.get("padding", "same"))  # checkpoints before the key: same
+    return network(channels, width, model["layers"], checkpoint_padding(model))
 
 
 # ---------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from plumbing import ROOT, assert_state_close, load_checkpoint, run_script
@@ -257,15 +258,17 @@ def _shift_of_output(network, inputs, shift):
 
 def test_noise_padding_leaves_no_border_to_copy_by():
     """With model.padding=noise no convolution sees a zero border: moving G's noise (and the previous scale's
-    image) moves its output, and moving D's input moves its score map, everywhere; with 'same' zero padding
-    the border pixels give the position away (what lets a coarse scale copy the image's layout in place)."""
+    image) moves its output, and moving D's input moves its score map, everywhere. With 'same' zero padding
+    the border pixels give the position away (what lets a coarse scale copy the image's layout in place);
+    with 'zero' (the reference's) D is unpadded, but G's zero-padded input still does."""
     g = torch.Generator().manual_seed(0)
-    for padding, equivariant in (("noise", True), ("same", False)):
+    for padding, g_equivariant, d_equivariant in (("noise", True, True), ("zero", False, True),
+                                                  ("same", False, False)):
         torch.manual_seed(0)  # PyTorch's default init: outputs of order 1
         G, D = ScaleGenerator(1, 8, padding=padding).eval(), PatchDiscriminator(1, 8, padding=padding).eval()
         # (eval: BatchNorm's running statistics; the batch statistics would differ between windows)
         border = G.border
-        assert G.input_size((20, 30)) == (20 + 2 * border, 30 + 2 * border) and border == (5 if equivariant else 0)
+        assert G.input_size((20, 30)) == (20 + 2 * border, 30 + 2 * border) and border == (5 if g_equivariant else 0)
         noise = torch.randn(1, 1, 24 + 2 * border, 24 + 2 * border, generator=g)
         # G at scale 0 (previous = zeros): its output depends on the noise alone.
         zeros = torch.zeros(1, 1, 24, 24)
@@ -274,12 +277,50 @@ def test_noise_padding_leaves_no_border_to_copy_by():
         g_error = _shift_of_output(lambda z: G(z, zeros[..., :z.shape[-2] - 2 * border, :z.shape[-1] - 2 * border]),
                                    [noise], 4)
         image = torch.randn(1, 1, 24, 24, generator=g)
-        assert D(image[..., :20, :20]).shape == ((1, 1, 10, 10) if equivariant else (1, 1, 20, 20))
+        assert D(image[..., :20, :20]).shape == ((1, 1, 10, 10) if d_equivariant else (1, 1, 20, 20))
         d_error = _shift_of_output(D, [image], 4)
-        if equivariant:
-            assert g_error < 1e-5 and d_error < 1e-5, (g_error, d_error)
-        else:
-            assert g_error > 0.01 and d_error > 0.01, (g_error, d_error)
+        assert (g_error < 1e-5) == g_equivariant and (g_error > 0.01) != g_equivariant, (padding, g_error)
+        assert (d_error < 1e-5) == d_equivariant and (d_error > 0.01) != d_equivariant, (padding, d_error)
+
+
+def _reference_stack(state: dict, x: torch.Tensor, last: str, training: bool) -> torch.Tensor:
+    """The reference implementation's G or D body written out from a state dict: 4 x (unpadded 3x3 conv,
+    BatchNorm, LeakyReLU(0.2)), then the unpadded output conv `last`."""
+    for i in range(4):
+        x = F.conv2d(x, state[f"features.{i}.0.weight"], state[f"features.{i}.0.bias"])
+        x = F.batch_norm(x, state[f"features.{i}.1.running_mean"].clone(), state[f"features.{i}.1.running_var"].clone(),
+                         state[f"features.{i}.1.weight"], state[f"features.{i}.1.bias"], training=training)
+        x = F.leaky_relu(x, 0.2)
+    return F.conv2d(x, state[f"{last}.weight"], state[f"{last}.bias"])
+
+
+def test_zero_padding_is_the_reference_forward():
+    """model.padding=zero against the reference's forward (tamarott/SinGAN training.py and models.py) written
+    out with F.pad and F.conv2d from the same weights: noise drawn at the image's size, σz and the previous
+    image each zero-padded once by layers * (3 // 2) = 5 px, unpadded convolutions in G and D, and G's output
+    added to the centre of its padded image input, i.e. the image itself."""
+    torch.manual_seed(0)  # PyTorch's default init: non-zero biases
+    G, D = ScaleGenerator(3, 8, padding="zero"), PatchDiscriminator(3, 8, padding="zero")
+    g = torch.Generator().manual_seed(5)
+    for module in (*G.modules(), *D.modules()):  # running statistics that differ from the batch's
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5, generator=g)
+            module.running_var.uniform_(0.5, 2.0, generator=g)
+    size, amp, pad = (17, 23), 0.3, 5
+    assert G.input_size(size) == size  # the noise has the image's size
+    z, previous = torch.randn(1, 3, *size, generator=g), torch.rand(1, 3, *size, generator=g) * 2 - 1
+    image = torch.rand(1, 3, *size, generator=g) * 2 - 1
+    for training in (False, True):  # running statistics (sampling), the image's own (training, batch of 1)
+        G.train(training), D.train(training)
+        padded_previous = F.pad(previous, [pad] * 4)
+        body = _reference_stack(G.state_dict(), F.pad(amp * z, [pad] * 4) + padded_previous, "to_image", training)
+        expected = torch.tanh(body) + padded_previous[..., pad:-pad, pad:-pad]
+        with torch.no_grad():
+            torch.testing.assert_close(G(amp * z, previous), expected, rtol=1e-5, atol=1e-6)
+            scores = D(image)
+        assert scores.shape == (1, 1, size[0] - 2 * pad, size[1] - 2 * pad)  # whole 11x11 patches only
+        torch.testing.assert_close(scores, _reference_stack(D.state_dict(), image, "to_score", training),
+                                   rtol=1e-5, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------
@@ -316,7 +357,8 @@ def test_run_folder_samples_of_other_sizes_and_metrics(tmp_path, monkeypatch):
     checkpoint = load_checkpoint(out)  # weights_only
     assert checkpoint["model"] == "singan" and checkpoint["pyramid"] == [[28, 28], [37, 37], [48, 48]]
     assert len(checkpoint["noise_amps"]) == 3 and checkpoint["noise_amps"][0] == 1.0
-    assert checkpoint["fixed_noise"].shape == (1, 1, 28, 28) and set(checkpoint["G"]) == {"0", "1", "2"}
+    assert checkpoint["config"]["model"]["padding"] == "noise"  # the default: the noise map 2 x 5 px larger
+    assert checkpoint["fixed_noise"].shape == (1, 1, 38, 38) and set(checkpoint["G"]) == {"0", "1", "2"}
     assert checkpoint["real"].shape == (1, 48, 48) and checkpoint["real"].dtype == torch.uint8
     assert (checkpoint["scale"], checkpoint["scale_step"], checkpoint["step"]) == (2, 20, 60)
 
@@ -393,33 +435,39 @@ def test_resume_continues_at_the_right_scale_and_step(tmp_path):
     assert torch.equal(a["fixed_noise"], b["fixed_noise"])
 
 
-def test_noise_padding_run_and_resume_of_older_checkpoints(tmp_path):
-    """model.padding=noise end to end (noise maps 2 x 5 px larger than the image, D unpadded), and a
-    checkpoint written before the key existed: it resumes as model.padding=same and refuses noise by name."""
+def test_zero_padding_run_and_resume_of_older_checkpoints(tmp_path):
+    """model.padding=zero end to end (noise maps at the image's size), and a checkpoint written before the key
+    existed: it was trained with 'same' and resumes so, though the default is now noise padding."""
     args = [*TINY, "eval.sifid=false", "train.steps_per_scale=6", "train.checkpoint_every=3"]
-    noise = tmp_path / "noise"
-    run_script(SCRIPT, [*args, "model.padding=noise", f"out_dir={noise}"])
-    checkpoint = load_checkpoint(noise)
-    assert checkpoint["config"]["model"]["padding"] == "noise" and checkpoint["fixed_noise"].shape == (1, 1, 38, 38)
+    zero = tmp_path / "zero"
+    run_script(SCRIPT, [*args, "model.padding=zero", f"out_dir={zero}"])
+    checkpoint = load_checkpoint(zero)
+    assert checkpoint["config"]["model"]["padding"] == "zero" and checkpoint["fixed_noise"].shape == (1, 1, 28, 28)
     sampler = sampler_from_checkpoint(checkpoint, "cpu", size="40x100", start_scale=1)
     assert sampler(torch.arange(2)).shape == (2, 1, 40, 100)
     generators = generators_from_checkpoint(checkpoint, "cpu")
     with torch.no_grad():
         recon = synthesize(generators, checkpoint["noise_amps"], [tuple(s) for s in checkpoint["pyramid"]], None,
                            fixed_noise=checkpoint["fixed_noise"], start_scale=3)
-    metrics = [json.loads(line) for line in open(noise / "metrics.jsonl")]
+    metrics = [json.loads(line) for line in open(zero / "metrics.jsonl")]
     assert psnr(to_uint8(recon)[0], checkpoint["real"]).item() == pytest.approx(metrics[-1]["psnr"], rel=1e-6)
 
     old = tmp_path / "old"
-    run_script(SCRIPT, [*args, f"out_dir={old}", "train.max_steps=9"])
+    run_script(SCRIPT, [*args, f"out_dir={old}", "model.padding=same", "train.max_steps=9"])
     path = old / "checkpoints" / "last.pt"
     written = torch.load(path, weights_only=True)
     del written["config"]["model"]["padding"]  # as a checkpoint from before model.padding
     torch.save(written, path)
-    refused = run_script(SCRIPT, [*args, f"out_dir={old}", "model.padding=noise", "--resume", "auto"],
+    assert build_config(SinGANConfig, None, []).model.padding == "noise"  # the default, as in the tiny config
+    refused = run_script(SCRIPT, [*args, f"out_dir={old}", "--resume", "auto"], expect_status=2)
+    assert "before model.padding existed" in refused.stderr and "add model.padding=same" in refused.stderr
+    refused = run_script(SCRIPT, [*args, f"out_dir={old}", "model.padding=zero", "--resume", "auto"],
                          expect_status=2)
-    assert "model.padding=same, the config says noise" in refused.stderr
-    assert "at scale 1 step 3" in run_script(SCRIPT, [*args, f"out_dir={old}", "--resume", "auto"]).stdout
+    assert "add model.padding=same" in refused.stderr
+    resumed = run_script(SCRIPT, [*args, f"out_dir={old}", "model.padding=same", "--resume", "auto"])
+    assert "at scale 1 step 3" in resumed.stdout
+    assert load_checkpoint(old)["config"]["model"]["padding"] == "same"
+    assert {G.padding for G in generators_from_checkpoint(written, "cpu")} == {"same"}  # samplers read it so too
 
 
 def _write_colour_image(path):
@@ -440,7 +488,7 @@ def test_two_processes_colour_image(tmp_path):
     assert result.stdout.count("networks identical on 2 processes") == 3
     checkpoint = load_checkpoint(out)
     assert checkpoint["pyramid"] == [[28, 39], [33, 47], [40, 56]]  # non-square, aspect kept
-    assert checkpoint["real"].shape == (3, 40, 56) and checkpoint["fixed_noise"].shape == (1, 3, 28, 39)
+    assert checkpoint["real"].shape == (3, 40, 56) and checkpoint["fixed_noise"].shape == (1, 3, 38, 49)
     sample = sampler_from_checkpoint(checkpoint, "cpu")(torch.arange(2))
     assert sample.shape == (2, 3, 40, 56) and torch.isfinite(sample).all()
 
@@ -448,6 +496,7 @@ def test_two_processes_colour_image(tmp_path):
 def test_bad_input_is_one_line(tmp_path):
     for override, key in (("train.kimg=5", "train.kimg"), ("data.path=/nonexistent.png", "data.path"),
                           ("data.min_size=8 model.padding=noise", "data.min_size"),
+                          ("data.min_size=8 model.padding=zero", "data.min_size"),
                           ("model.padding=zeros", "model.padding")):
         result = run_script(SCRIPT, [*TINY, *override.split(), f"out_dir={tmp_path / 'bad'}"], expect_status=2)
         lines = result.stderr.strip().splitlines()
