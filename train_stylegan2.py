@@ -37,7 +37,9 @@ from training.config import BaseConfig, ConfigError, TrainConfig, check, to_dict
 from training.data import shard
 from training.ema import ema_beta, update_ema
 from training.loop import setup, train, user_errors
+from training.labels import LabelEncoding
 from training.seeding import generator, randn
+from training.vicinity import build_vicinity, draw_targets, fake_labels, real_rows
 
 
 @dataclass
@@ -83,6 +85,8 @@ class StyleGAN2Train(TrainConfig):
     ema_halflife_kimg: float = 10.0       # half-life of the G EMA in thousands of images
     ema_rampup: Optional[float] = 0.05    # half-life at most ema_rampup * images seen; null = no ramp-up
     compile: bool = False                 # torch.compile the forward passes without double backward
+    label_vicinity: Literal["none", "hard", "soft"] = "none"  # CcGAN's vicinal losses for continuous labels
+    label_kappa_factor: float = 1.0       # vicinity half-width kappa = this x the largest gap between label values
 
     def validate(self):
         super().validate()
@@ -99,6 +103,7 @@ class StyleGAN2Train(TrainConfig):
         check(0 <= self.style_mixing <= 1, "train.style_mixing", "a probability in [0, 1]")
         check(self.ema_halflife_kimg >= 0, "train.ema_halflife_kimg", "a number >= 0")
         check(self.ema_rampup is None or self.ema_rampup > 0, "train.ema_rampup", "a positive number or null")
+        check(self.label_kappa_factor > 0, "train.label_kappa_factor", "a positive number")
 
 
 @dataclass
@@ -167,6 +172,15 @@ class StyleGAN2Task:
         self.pl_batch = t.batch_size // t.pl_batch_shrink
         self._check_batch_sizes()
         self.data = ctx.data  # a conditional set's encoded labels: data.labels [N, c_dim], else None
+        self.vicinity = None
+        if t.label_vicinity != "none":
+            if ctx.data.labels is None:
+                raise ConfigError("train.label_vicinity: needs labels (data.labels); use none for unlabelled data")
+            encoding = LabelEncoding.from_config(to_dict(cfg)["data"])
+            try:
+                self.vicinity = build_vicinity(t.label_vicinity, encoding, ctx.data.labels, t.label_kappa_factor)
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
 
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
@@ -258,6 +272,25 @@ class StyleGAN2Task:
             inputs["mix_cutoff"] = self._local(torch.where(mixes, cutoff, torch.full_like(cutoff, G.num_ws)))
         return inputs
 
+    def _vicinal_batch(self, step: int) -> dict:
+        """D's batch under train.label_vicinity (training/vicinity.py): noisy target labels, a real frame
+        from each target's vicinity, fakes generated near it; every sample scored at its target, with
+        loss weights normalized over the global batch."""
+        v, table, seed = self.vicinity, self.data.labels, self.config.seed
+        targets, rows = draw_targets(v, table, self.batch, seed, "D", step)
+        reals = real_rows(v, table, targets, rows, seed, "D", step)
+        near = fake_labels(v, targets, seed, "D", step)
+        fake_inputs = self._latents("D", step, self.batch)
+        fake_inputs["c"] = self._local(near)
+
+        def normalized(weights: torch.Tensor) -> torch.Tensor:  # local losses x these, summed = the global mean
+            return self._local(weights / weights.sum() * self.world)
+
+        return {"real": self.data.take(reals, self.rank, self.world, "vicinity/flips", step),
+                "real_labels": self._local(targets), "fake_inputs": fake_inputs, "fake_scored_at": self._local(targets),
+                "real_weights": normalized(v.weights(table.cpu()[reals], targets)),
+                "fake_weights": normalized(v.weights(near, targets))}
+
     def _augment(self, x: torch.Tensor, purpose: str, step: int) -> torch.Tensor:
         p = self.ada.p if self.ada is not None else self.config.augment.p
         return diff_augment(x, self.policy, self.config.seed, step, self.rank, self.world, purpose=purpose, p=p)
@@ -291,14 +324,24 @@ class StyleGAN2Task:
         t, autocast, logs = self.config.train, self.accelerator.autocast, {}
         # D: non-saturating logistic loss on augmented reals and fakes.
         self.D_plain.requires_grad_(True)
-        fake_inputs = self._latents("D", step, self.batch)
-        real_labels = self.data.batch_labels(step, self.rank, self.world) if self.data.labels is not None else None
+        if self.vicinity is None:
+            fake_inputs = self._latents("D", step, self.batch)
+            real_labels = self.data.batch_labels(step, self.rank, self.world) if self.data.labels is not None else None
+            fake_scored_at = fake_inputs.get("c")
+        else:
+            batch = self._vicinal_batch(step)
+            real, real_labels, fake_inputs, fake_scored_at = (batch[k] for k in ("real", "real_labels", "fake_inputs",
+                                                                                 "fake_scored_at"))
         with torch.no_grad(), autocast():
             fake = self.G_fake(**fake_inputs)
         with autocast():
-            fake_logits = self.D_main(self._augment(fake, "D/fake", step), fake_inputs.get("c")).float()
+            fake_logits = self.D_main(self._augment(fake, "D/fake", step), fake_scored_at).float()
             real_logits = self.D_main(self._augment(real, "D/real", step), real_labels).float()
-        loss_D = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
+        if self.vicinity is None:
+            loss_D = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
+        else:
+            loss_D = ((F.softplus(fake_logits) * batch["fake_weights"]).sum()
+                      + (F.softplus(-real_logits) * batch["real_weights"]).sum())
         self._update("D", loss_D)
         logs.update({"Loss/D/adv": loss_D.detach(), "Loss/scores/fake": fake_logits.detach().mean(),
                      "Loss/scores/real": real_logits.detach().mean()})
@@ -327,6 +370,9 @@ class StyleGAN2Task:
         # G: non-saturating loss through the frozen (unwrapped) D, so D's DDP is not involved.
         self.D_plain.requires_grad_(False)
         inputs = self._latents("G", step, self.batch)
+        if self.vicinity is not None:  # G learns at noisy labels: between the training frames' values
+            inputs["c"] = self._local(draw_targets(self.vicinity, self.data.labels, self.batch, self.config.seed, "G",
+                                                   step)[0])
         with autocast():
             fake, ws = self.G_main(**inputs, return_ws=True)
             logits = self.D_frozen(self._augment(fake, "G/fake", step), inputs.get("c")).float()

@@ -263,3 +263,62 @@ def test_conditional_sagan_trains_resumes_exactly_and_generates_at_a_setting(tmp
 
 def test_conditional_sagan_two_processes_match_one(tmp_path):
     check_two_processes_match_one("train_sagan.py", [*SAGAN_COND, "train.kimg=0.048"], tmp_path)
+
+
+# ---------------------------------------------------------------------------
+# CcGAN's vicinal training (train.label_vicinity)
+
+def vicinity_of(kind, table, kappa_factor=1.0):
+    from training.labels import LabelColumn
+    from training.vicinity import build_vicinity
+    encoding = LabelEncoding([LabelColumn("energy", "continuous", -1.0, 1.0),
+                              LabelColumn("type", "discrete", classes=("a", "b"))])
+    return build_vicinity(kind, encoding, table, kappa_factor)
+
+
+def test_vicinity_rule_of_thumb_and_kernels():
+    from training.vicinity import SOFT_CUTOFF
+    energy = torch.tensor([-1.0, -0.6, -0.5, 0.0, 0.1, 0.9])
+    table = torch.stack([energy, torch.tensor([1., 0, 1, 0, 1, 0]), torch.tensor([0., 1, 0, 1, 0, 1])], dim=1)
+    v = vicinity_of("soft", table, kappa_factor=2.0)
+    s = float(np.std(energy.numpy(), ddof=1))
+    assert v.sigma.item() == pytest.approx((4 * s ** 5 / (3 * 6)) ** 0.2, rel=1e-6)  # Silverman's rule
+    assert v.kappa.item() == pytest.approx(2 * 0.8) and v.nu.item() == pytest.approx(1 / 1.6 ** 2)
+    assert v.continuous.tolist() == [0] and v.discrete.tolist() == [1, 2]
+    targets = table[[0, 3]].clone()
+    targets[:, 0] += torch.tensor([0.3, -0.2])
+    torch.testing.assert_close(v.weights(table[[0, 3]], targets), torch.exp(-v.nu * torch.tensor([0.09, 0.04])))
+    assert v.radius.item() == pytest.approx(math.sqrt(-math.log(SOFT_CUTOFF)) * 1.6)
+    hard = vicinity_of("hard", table)
+    assert hard.kappa.item() == pytest.approx(0.8) and hard.weights(table, table).tolist() == [1.0] * 6
+
+
+def test_vicinal_reals_lie_in_their_targets_vicinity_and_fakes_within_kappa():
+    from training.vicinity import draw_targets, fake_labels, real_rows
+    g = torch.Generator().manual_seed(0)
+    energy = torch.rand(300, generator=g) * 2 - 1
+    kind = torch.randint(2, (300,), generator=g)
+    table = torch.cat([energy[:, None], torch.nn.functional.one_hot(kind, 2).float()], dim=1)
+    v = vicinity_of("hard", table, kappa_factor=1.0)
+    targets, rows = draw_targets(v, table, 256, 7, "D", 3)
+    assert torch.equal(targets[:, 1:], table[rows, 1:])  # classes kept, noise on the energy alone
+    assert (targets[:, 0] - table[rows, 0]).std().item() == pytest.approx(v.sigma.item(), rel=0.2)
+    chosen = real_rows(v, table, targets, rows, 7, "D", 3)
+    distance = (table[chosen, 0] - targets[:, 0]).abs()
+    within = distance <= v.kappa
+    assert torch.equal(table[chosen, 1:], targets[:, 1:])
+    assert within.float().mean() > 0.3  # the others had an empty vicinity and fell back to their own frame
+    assert torch.equal(chosen[~within], rows[~within])
+    assert len(set(chosen[within].tolist())) > 0.5 * within.sum().item()  # spread over the vicinity, not one frame
+    near = fake_labels(v, targets, 7, "D", 3)
+    assert ((near[:, 0] - targets[:, 0]).abs() <= v.kappa + 1e-6).all() and torch.equal(near[:, 1:], targets[:, 1:])
+    # The same keys draw the same batch (resume); other steps other ones.
+    assert torch.equal(draw_targets(v, table, 256, 7, "D", 3)[0], targets)
+    assert not torch.equal(draw_targets(v, table, 256, 7, "D", 4)[0], targets)
+
+
+def test_vicinal_training_two_processes_match_one(tmp_path):
+    check_two_processes_match_one(SCRIPT, [*COND, "train.label_vicinity=soft", "train.kimg=0.008"], tmp_path)
+    result = run_script(SCRIPT, [*TINY, "data.path=builtin:particles?count=32", "train.label_vicinity=hard",
+                                 f"out_dir={tmp_path}/x"], expect_status=2)
+    assert "train.label_vicinity: needs labels (data.labels)" in result.stderr

@@ -400,10 +400,14 @@ class ImageBatches:
 
     def batch(self, step: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
         """This process's share of the step's batch, float in [-1, 1]."""
-        indices = self.global_indices(step)
-        g = generator(self.seed, "flips", step)
-        flips = torch.rand(self.batch_size, 2, generator=g) < 0.5
-        local = shard(torch.arange(self.batch_size), rank, world_size)
+        return self.take(self.global_indices(step), rank, world_size, "flips", step)
+
+    def take(self, indices: torch.Tensor, rank: int, world_size: int, *flip_keys) -> torch.Tensor:
+        """This process's share of the global batch of frames `indices`, float in [-1, 1], flipped by
+        draws keyed by (seed, *flip_keys)."""
+        g = generator(self.seed, *flip_keys)
+        flips = torch.rand(len(indices), 2, generator=g) < 0.5
+        local = shard(torch.arange(len(indices)), rank, world_size)
         images = self.normalization.forward(self.images[indices[local].to(self.images.device)])
         if self.hflip:
             images = torch.where(flips[local, 0].to(images.device)[:, None, None, None], images.flip(3), images)
