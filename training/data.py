@@ -303,11 +303,7 @@ def load_frames(path: str, resolution: int | None, channels: int) -> tuple[torch
     go by frame order)."""
     if path.startswith(BUILTIN_PREFIX):
         name, options = parse_builtin(path)
-        if name == "particles":
-            images = torch.from_numpy(particles.load(options["count"], resolution or 64, options["seed"]))
-        else:
-            frames, _ = particles.render_conditional(options["count"], resolution or 64, options["seed"])
-            images = torch.from_numpy(frames)
+        images = torch.from_numpy(particles.load(options["count"], resolution or 64, options["seed"], name))
         return images.expand(-1, channels, -1, -1).contiguous(), None
     if is_array_path(path):
         return torch.from_numpy(np.ascontiguousarray(array_frames(path, resolution, channels))), None

@@ -126,16 +126,17 @@ def render(count: int = 300, resolution: int = 64, seed: int = 0) -> np.ndarray:
     return np.stack([render_frame(seed, i, resolution) for i in range(count)])[:, None]
 
 
-def cache_path(count: int, resolution: int, seed: int) -> str:
+def cache_path(count: int, resolution: int, seed: int, name: str = "particles") -> str:
     root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     with open(__file__, "rb") as f:  # a change to the renderer invalidates old caches
         source = hashlib.sha256(f.read()).hexdigest()[:10]
-    return os.path.join(root, "smallgan", "particles", f"n{count}-r{resolution}-s{seed}-{source}.npy")
+    return os.path.join(root, "smallgan", name, f"n{count}-r{resolution}-s{seed}-{source}.npy")
 
 
-def load(count: int = 300, resolution: int = 64, seed: int = 0) -> np.ndarray:
-    """The rendered set, from the disk cache when present (rendered and cached otherwise)."""
-    path = cache_path(count, resolution, seed)
+def load(count: int = 300, resolution: int = 64, seed: int = 0, name: str = "particles") -> np.ndarray:
+    """The rendered set `name` (particles, or particles-cond's frames), from the disk cache when present
+    (rendered and cached otherwise)."""
+    path = cache_path(count, resolution, seed, name)
     if os.path.isfile(path):
         try:
             images = np.load(path)
@@ -143,7 +144,7 @@ def load(count: int = 300, resolution: int = 64, seed: int = 0) -> np.ndarray:
                 return images
         except (OSError, ValueError):
             pass  # a damaged cache is simply rendered again
-    images = render(count, resolution, seed)
+    images = render(count, resolution, seed) if name == "particles" else render_conditional(count, resolution, seed)[0]
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}.npy"
     np.save(tmp, images)
