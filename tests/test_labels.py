@@ -171,3 +171,19 @@ def test_labelled_built_in_set_renders_from_its_labels():
             assert total[0] < total[1] < total[2], (kind, total)
     with pytest.raises(ValueError, match="kind must be one of hits, tracks, shower"):
         particles.render_conditional_frame(0, 0, 32, kind="muon")
+
+
+def test_a_band_of_a_continuous_label_can_be_left_out():
+    from training.labels import excluded_frames
+    config = DataConfig(path="builtin:particles-cond?count=40")
+    images, names = load_frames(config.path, 16, 1)
+    encoding, encoded = load_labels(config, names, len(images))
+    energy = np.array([particles.conditional_labels(0, i)["energy"] for i in range(40)])
+    left_out = excluded_frames(encoding, encoded, ["energy:2.5:3.5"])
+    assert left_out.tolist() == ((energy >= 2.5) & (energy <= 3.5)).tolist() and 0 < left_out.sum() < 40
+    both = excluded_frames(encoding, encoded, ["energy:2.5:3.5", "field:0:0.2"])
+    field = np.array([particles.conditional_labels(0, i)["field"] for i in range(40)])
+    assert both.tolist() == (left_out.numpy() | (field <= 0.2)).tolist()
+    for band in ("type:0:1", "energy:3", "energy:4:2", "mass:0:1"):
+        with pytest.raises(DataError, match="data.label_exclude: .* expected name:low:high"):
+            excluded_frames(encoding, encoded, [band])

@@ -44,6 +44,8 @@ class DataConfig:
     label_ranges: list[list[float]] = field(default_factory=list)  # per column [low, high] mapped to [-1, 1]
                                       # ([] for discrete); fitted to min/max unless given, then recorded
     label_classes: list[list[str]] = field(default_factory=list)   # per column its classes (recorded)
+    label_exclude: list[str] = field(default_factory=list)  # name:low:high drops the frames with a continuous
+                                      # label in [low, high] (to test generation between the seen settings)
 
     def validate(self):
         check(self.resolution >= 4, "data.resolution", "an integer >= 4")

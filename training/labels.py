@@ -315,6 +315,30 @@ def load_labels(data_config, frame_names: list[str] | None, count: int) -> tuple
     return encoding, encoding.encode({name: table[name] for name in encoding.names})
 
 
+def excluded_frames(encoding: LabelEncoding, encoded: torch.Tensor, bands: list[str]) -> torch.Tensor:
+    """Which frames have a continuous label inside one of `bands` ('energy:2.5:3.5', data units): a bool
+    mask [N]. A band that is not name:low:high on a continuous label is a DataError."""
+    excluded = torch.zeros(len(encoded), dtype=torch.bool)
+    if not bands:
+        return excluded
+    values = encoding.decode(encoded)
+    for band in bands:
+        name, *bounds = band.split(":")
+        column = next((c for c in encoding.columns if c.name == name), None)
+        try:
+            low, high = (float(b) for b in bounds)
+        except ValueError:
+            low = high = None
+        if column is None or column.kind != "continuous" or low is None or not low < high:
+            raise DataError(f"data.label_exclude: {band!r}: expected name:low:high with low < high on a continuous "
+                            f"label ({', '.join(c.name for c in encoding.columns if c.kind == 'continuous')})")
+        # A little slack for the round trip through the encoding, so a frame at a bound counts as inside.
+        slack = 1e-9 * (column.high - column.low)
+        x = torch.tensor(values[name], dtype=torch.float64)
+        excluded |= (x >= low - slack) & (x <= high + slack)
+    return excluded
+
+
 def labels_for_indices(table: torch.Tensor, indices: torch.Tensor, seed: int) -> torch.Tensor:
     """Encoded labels drawn from a label table (the training set's: its label distribution), one row per
     sample index: sample i's row depends only on (seed, i), as its latent does."""

@@ -22,7 +22,7 @@ import torch
 from training.checkpoint import CheckpointError, load_checkpoint, resolve_resume
 from training.config import ConfigError, exit_with_error, parse_command_line, to_dict
 from training.data import DataError, ImageBatches, load_frames
-from training.labels import has_labels, load_labels
+from training.labels import excluded_frames, has_labels, load_labels
 from training.distributed import (join_restarted_group, process_group_kwargs, restart_count, stop_watching,
                                   watch_peers)
 from training.images import to_uint8
@@ -126,10 +126,16 @@ def setup(config_cls, description: str, argv: list[str] | None = None) -> Contex
     labels = None
     with user_errors():
         images, names = load_frames(config.data.path, config.data.resolution, config.data.channels)
-        normalization = fit_normalization(images, config.data)
         if has_labels(config.data):
             encoding, labels = load_labels(config.data, names, len(images))  # records its fit in config.data
             accelerator.print(f"labels: {', '.join(encoding.to_config()['label_columns'])} (c_dim {encoding.c_dim})")
+            excluded = excluded_frames(encoding, labels, config.data.label_exclude)
+            if excluded.any():
+                images, labels = images[~excluded], labels[~excluded]
+                accelerator.print(f"data.label_exclude: {int(excluded.sum())} frames left out, {len(images)} kept")
+        elif config.data.label_exclude:
+            raise ConfigError("data.label_exclude: the data have no labels (data.labels)")
+        normalization = fit_normalization(images, config.data)
     config.data.range = [normalization.low, normalization.high]  # the fitted mapping goes into config.yaml and
     run.save_config()                                             # every checkpoint
     accelerator.print(f"{len(images)} images from {config.data.path} at {config.data.resolution}px, "
