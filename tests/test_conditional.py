@@ -322,3 +322,27 @@ def test_vicinal_training_two_processes_match_one(tmp_path):
     result = run_script(SCRIPT, [*TINY, "data.path=builtin:particles?count=32", "train.label_vicinity=hard",
                                  f"out_dir={tmp_path}/x"], expect_status=2)
     assert "train.label_vicinity: needs labels (data.labels)" in result.stderr
+
+
+def test_sweep_grids_hold_the_rendered_and_the_generated_frames(conditional_run, tmp_path):
+    from PIL import Image
+    from training import particles
+    run_script("eval/sweep.py", ["--builtin", "particles-cond", "--resolution", "16", "--sweep", "energy=1:5:3",
+                                 "--label", "type=shower,field=0.2", "--rows", "2", "--out", str(tmp_path / "r.png")])
+    grid = np.array(Image.open(tmp_path / "r.png"))
+    assert grid.shape == (32, 48)
+    np.testing.assert_array_equal(grid[16:, 32:], particles.render_conditional_frame(0, 1, 16, energy=5.0, field=0.2,
+                                                                                      kind="shower"))
+    out, checkpoint = conditional_run
+    run_script("eval/sweep.py", ["--ckpt", str(out / "checkpoints" / "last.pt"), "--sweep", "energy=2:4:2",
+                                 "--label", "type=hits", "--rows", "2", "--out", str(tmp_path / "g.png")])
+    grid = np.array(Image.open(tmp_path / "g.png"))
+    assert grid.shape == (64, 32)  # generated row, rendered row, twice
+    encoding = LabelEncoding.from_config(checkpoint["config"]["data"])
+    field = encoding.decode(labels_for_indices(checkpoint["labels"], torch.arange(2), 0))["field"][1]
+    label = encoding.encode({"energy": [4.0], "field": [field], "type": ["hits"]})
+    from training.images import to_uint8
+    expected = to_uint8(nets.load_sampler(checkpoint, "cpu", labels=label)(torch.tensor([1])))[0, 0]
+    np.testing.assert_array_equal(grid[32:48, 16:], expected.numpy())  # sample 1 at energy 4
+    np.testing.assert_array_equal(grid[48:, 16:], particles.render_conditional_frame(0, 1, 16, energy=4.0, field=None,
+                                                                                      kind="hits"))

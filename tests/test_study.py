@@ -232,3 +232,22 @@ def test_the_default_configs_hold_the_recipe_that_won_and_the_reference_ones_the
     assert (small_reference["train"]["r1_gamma"], small_reference["train"]["lr"], small_reference["train"]["pl_weight"]) == (
         reference.overrides["train.r1_gamma"], reference.overrides["train.lr"], 1.0)
     assert small_reference["data"] == small["data"] and small_reference["model"]["g_channel_base"] == small["model"]["g_channel_base"]
+
+
+def test_the_conditional_plan_builds_on_the_default_and_paper_recipes():
+    sys.path.insert(0, ROOT)
+    from benchmarks.study import check_variant_config, read_plan
+    plans = os.path.join(ROOT, "benchmarks", "plans")
+    plan = read_plan(os.path.join(plans, "cpu32_cond.yaml"))
+    variants = {v.name: v for v in plan.variants}
+    assert plan.kimg >= 300
+    labelled = {"data.path": "builtin:particles-cond"}
+    assert (variants["stylegan2-cond"].config, variants["stylegan2-cond"].overrides) == (
+        "configs/stylegan2_cpu32.yaml", labelled)  # the unconditional study's winner, with labels
+    for kind in ("soft", "hard"):
+        assert variants[f"stylegan2-cond-vicinity-{kind}"].overrides == {**labelled, "train.label_vicinity": kind}
+    assert variants["stylegan2-cond-band"].overrides["data.label_exclude"] == ["energy:2.5:3.5"]
+    paper = {v.name: v for v in read_plan(os.path.join(plans, "cpu32.yaml")).variants}["sagan-paper"]
+    assert variants["sagan-cond"].overrides == {**labelled, **paper.overrides}
+    for variant in plan.variants:  # every variant's config resolves, as the study checks before training
+        check_variant_config(variant, os.path.join(plans, "cpu32_cond.yaml"))
