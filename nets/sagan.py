@@ -252,5 +252,5 @@ def sampler_from_checkpoint(checkpoint: dict, device, seed: int = 0, truncation:
         z = latents_for_indices(indices, model.z_dim, seed).to(device)
         return G(z * truncation)
 
-    sample.channels, sample.resolution = G.channels, G.resolution
+    sample.channels, sample.resolution, sample.G = G.channels, G.resolution, G
     return sample
