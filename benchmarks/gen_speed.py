@@ -5,10 +5,11 @@
 
 For each StyleGAN2 config's generator (random weights: speed does not depend on them), at each batch size:
   - eager:           eval/generate.py's path (nets.stylegan2.Sampler on sample indices: per-index latents
-                     and noise, the modulated convolutions it picks for the device and batch, the data-unit
-                     mapping), and the same with each kind of modulated convolution forced
-                     (eager_grouped: one grouped conv2d per layer with per-sample weights; eager_shared:
-                     modulated activations, one shared-weight conv2d, demodulation);
+                     and noise, the inference path nets.stylegan2.inference_path picks for the device,
+                     the data-unit mapping), and the same with the whole batch in one forward and each
+                     kind of modulated convolution forced: eager_grouped_whole_batch (one grouped conv2d
+                     per layer with per-sample weights: generate.py's path before inference_path) and
+                     eager_shared_whole_batch (modulated activations, one shared-weight conv2d, demodulation);
   - torchscript:     the module eval/export.py writes (noise drawn from a seed input), traced;
   - onnxruntime:     the file eval/export.py writes, in an InferenceSession (CPU provider; CUDA's when
                      --device cuda and onnxruntime has it);
@@ -148,11 +149,12 @@ def measure(config_name: str, batches: list[int], device: str, threads: int, rep
         flops = flops_of(convolutions)
         main = max(convolutions, key=lambda run: flops_of([run]))
 
-        def eager(fused=None):
-            sampler = Sampler(G, seed=0, fused=fused)
+        def eager(fused=None, frames_per_forward=None):
+            sampler = Sampler(G, seed=0, fused=fused, frames_per_forward=frames_per_forward)
             return lambda: normalization.inverse(sampler(indices))
 
-        paths = {"eager": eager(), "eager_grouped": eager(True), "eager_shared": eager(False),
+        paths = {"eager": eager(), "eager_grouped_whole_batch": eager(True, batch),
+                 "eager_shared_whole_batch": eager(False, batch),
                  "torchscript": lambda: traced(z, psi, seed), "onnxruntime": lambda: session.run(["frames"], feeds),
                  "plain_conv": lambda: [run() for run in convolutions]}
         row = {"conv_gflop_per_frame": round(flops / batch / 1e9, 4),
