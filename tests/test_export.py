@@ -138,7 +138,7 @@ def test_seeded_noise_files_agree_and_depend_on_seed_alone(checkpoints, tmp_path
     frames_module = export.StyleGAN2Frames(sampler.G, normalization_from_config(checkpoint["config"]["data"]),
                                            noise="seed")
     z = latents_for_indices(torch.arange(4), sampler.G.z_dim, 0)
-    inputs = {"z": z, "truncation": torch.ones(4), "seed": torch.tensor([11, 12, 11, 2**40], dtype=torch.int64)}
+    inputs = {"z": z, "truncation": torch.ones(4), "seed": torch.tensor([11, -12, 11, 2**40], dtype=torch.int64)}
     with torch.no_grad():
         eager = frames_module(*inputs.values()).numpy()
     for fmt in export.FORMATS:
@@ -186,3 +186,19 @@ def test_bad_checkpoint_and_unsupported_model_are_one_line_errors(tmp_path, caps
         error = capsys.readouterr().err
         assert len(error.strip().splitlines()) == 1 and message in error, error
         assert not out.exists()
+
+
+def test_documented_numpy_example_runs_on_an_exported_file(checkpoints, tmp_path):
+    with open(os.path.join(ROOT, "docs", "export.md")) as f:
+        doc = f.read()
+    section = doc[doc.index("### Frames with ONNX Runtime and numpy alone"):]
+    example = section[section.index("```python\n") + len("```python\n"):section.index("```\n", 10)]
+    assert len(example.strip().splitlines()) <= 16
+    (tmp_path / "example.py").write_text(example)
+    export_file(checkpoints["stylegan2"], "onnx", tmp_path / "G.onnx")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, env={**env, "OMP_NUM_THREADS": "1"},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    frames = np.load(tmp_path / "frames.npy")
+    assert frames.shape == (100, 1, 16, 16) and 0 <= frames.min() < frames.max() <= 5000 + TOLERANCE
