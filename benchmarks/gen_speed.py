@@ -157,7 +157,7 @@ def measure(config_name: str, batches: list[int], device: str, threads: int, rep
                  "eager_shared_whole_batch": eager(False, batch),
                  "torchscript": lambda: traced(z, psi, seed), "onnxruntime": lambda: session.run(["frames"], feeds),
                  "plain_conv": lambda: [run() for run in convolutions]}
-        row = {"conv_gflop_per_frame": round(flops / batch / 1e9, 4),
+        row = {"conv_gflop_per_frame": round(flops / batch / 1e9, 6),
                "main_conv_gflop_s": round(flops_of([main]) / best_seconds(main, reps, device) / 1e9, 2)}
         with torch.no_grad():
             for name, run in paths.items():

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from plumbing import ROOT
+from plumbing import ROOT, run_script
 
 sys.path.insert(0, ROOT)
 
@@ -202,3 +202,17 @@ def test_documented_numpy_example_runs_on_an_exported_file(checkpoints, tmp_path
     assert result.returncode == 0, result.stderr[-3000:]
     frames = np.load(tmp_path / "frames.npy")
     assert frames.shape == (100, 1, 16, 16) and 0 <= frames.min() < frames.max() <= 5000 + TOLERANCE
+
+
+def test_gen_speed_benchmark_times_every_path():
+    result = run_script("benchmarks/gen_speed.py", ["--configs", "stylegan2_tiny", "--batches", "1", "3", "--reps", "1"])
+    report = json.loads(result.stdout)
+    assert report["threads"] == 1 and len(report["load_average"]) == 3
+    batches = report["configs"]["stylegan2_tiny"]["batches"]
+    paths = ("eager", "eager_grouped_whole_batch", "eager_shared_whole_batch", "torchscript", "onnxruntime",
+             "plain_conv")
+    for row in batches.values():
+        assert all(row[path]["frames_s"] > 0 and row[path]["gflop_s"] > 0 for path in paths)
+        assert row["plain_conv"]["of_plain_conv"] == 1.0 and row["onnxruntime_vs_eager"] > 0
+    # FLOPs are counted from the convolutions each batch runs: the same per frame at any batch size.
+    assert batches["1"]["conv_gflop_per_frame"] == batches["3"]["conv_gflop_per_frame"] > 0
