@@ -214,10 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     from training.config import ConfigError
 
     try:
-        model = load_checkpoint(args.ckpt)["model"]
-        if model not in MODELS:
-            raise CheckpointError(f"{args.ckpt} is a {model} checkpoint; eval/export.py exports StyleGAN2 and "
-                                  f"SAGAN generators")
+        stored = load_checkpoint(args.ckpt)
+        if stored["model"] not in MODELS:
+            raise CheckpointError(f"{args.ckpt} is a {stored['model']} checkpoint; eval/export.py exports "
+                                  f"StyleGAN2 and SAGAN generators")
+        if stored["config"].get("data", {}).get("labels"):  # where a `labels` input and its metadata will go
+            raise CheckpointError(f"{args.ckpt} is a conditional generator (data.labels); eval/export.py "
+                                  f"exports unconditional ones so far")
         checkpoint, sampler = checkpoint_sampler(args.ckpt, "cpu", use_ema=not args.no_ema)
         if checkpoint["model"] == "sagan" and args.noise:
             raise CheckpointError("SAGAN has no noise inputs; leave out --noise")

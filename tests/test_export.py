@@ -179,8 +179,10 @@ def test_bad_checkpoint_and_unsupported_model_are_one_line_errors(tmp_path, caps
     garbage.write_bytes(b"not a checkpoint")
     singan = tmp_path / "singan.pt"
     torch.save({"model": "singan", "config": {}}, singan)
+    conditional = tmp_path / "conditional.pt"
+    torch.save({"model": "stylegan2", "config": {"data": {"labels": "labels.csv"}}}, conditional)
     for path, message in ((garbage, "damaged or not a checkpoint"), (tmp_path / "missing.pt", "not found"),
-                          (singan, "exports StyleGAN2 and SAGAN")):
+                          (singan, "exports StyleGAN2 and SAGAN"), (conditional, "conditional generator")):
         out = tmp_path / "G.onnx"
         assert export.main(["--ckpt", str(path), "--format", "onnx", "--out", str(out)]) == 2
         error = capsys.readouterr().err
