@@ -207,7 +207,8 @@ def test_documented_numpy_example_runs_on_an_exported_file(checkpoints, tmp_path
 
 
 def test_gen_speed_benchmark_times_every_path():
-    result = run_script("benchmarks/gen_speed.py", ["--configs", "stylegan2_tiny", "--batches", "1", "3", "--reps", "1"])
+    result = run_script("benchmarks/gen_speed.py",
+                        ["--configs", "stylegan2_tiny", "--batches", "1", "3", "--reps", "1"])
     report = json.loads(result.stdout)
     assert report["threads"] == 1 and len(report["load_average"]) == 3
     batches = report["configs"]["stylegan2_tiny"]["batches"]
