@@ -299,5 +299,5 @@ def sampler_from_checkpoint(checkpoint: dict, device, seed: int = 0, truncation:
         z = latents_for_indices(indices, model.z_dim, seed).to(device)
         return G(z * truncation, labels_for(indices))
 
-    sample.channels, sample.resolution, sample.labels_for = G.channels, G.resolution, labels_for
+    sample.channels, sample.resolution, sample.labels_for, sample.G = G.channels, G.resolution, labels_for, G
     return sample

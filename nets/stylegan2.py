@@ -113,7 +113,7 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         padding:    convolution padding
         fused:      one grouped convolution with per-sample weights, instead of
                     scaling the activations before and after one shared
-                    convolution; the same result, faster for small batches at inference
+                    convolution; the same result (which is faster where: inference_path)
 
     Returns:
         [B, O, H * up, W * up]
@@ -486,6 +486,25 @@ def noise_for_indices(G: Generator, indices: torch.Tensor, seed: int) -> list[to
     return G.noise_from_flat(flat)
 
 
+# Sampling on the CPU keeps each forward's largest feature map within this many bytes: beyond the
+# caches every elementwise pass runs at memory speed (benchmarks/gen_speed.py, one thread: the cpu32
+# generator makes about twice the frames/s in forwards of 16 frames as in one of 256).
+CPU_FEATURE_MAP_BYTES = 4 * 2**20
+
+
+def inference_path(G: Generator, device) -> tuple[bool, int | None]:
+    """(fused, frames per forward) for sampling on `device`, as measured fastest (benchmarks/gen_speed.py).
+
+    CPU: shared-weight modulated convolutions (at least as fast as grouped ones at every batch size, up
+    to twice from 16 frames on) in forwards whose largest feature map fits CPU_FEATURE_MAP_BYTES.
+    Elsewhere: grouped convolutions on the whole batch, as before (not measured here).
+    """
+    if torch.device(device).type != "cpu":
+        return True, None
+    largest = max(block.torgb.weight.shape[1] * block.convs[-1].resolution ** 2 for block in G.synthesis.blocks)
+    return False, max(1, CPU_FEATURE_MAP_BYTES // (4 * largest))
+
+
 class Sampler:
     """Sample indices -> images in [-1, 1]: sample i depends only on (seed, i) (latent, noise, label).
 
@@ -496,16 +515,21 @@ class Sampler:
         noise_mode: 'random' (per-index noise), 'const' (the generator's fixed maps) or 'none'
         labels:     a conditional G's encoded labels [K, c_dim]: the table drawn from (`draw_labels`, e.g. the
                     training set's labels) or, without drawing, sample i's label is row i % K
+        fused, frames_per_forward: grouped modulated convolutions (True) or shared-weight ones (False), and
+                    how many samples one forward of G takes (None: the whole call); by default the
+                    fastest for G's device (inference_path). The images agree to float rounding.
     """
 
     def __init__(self, G: Generator, seed: int = 0, truncation: float = 1.0, noise_mode: str = "random",
-                 labels: torch.Tensor | None = None, draw_labels: bool = True):
+                 labels: torch.Tensor | None = None, draw_labels: bool = True, fused: bool | None = None,
+                 frames_per_forward: int | None = None):
         if noise_mode not in ("random", "const", "none"):
             raise ValueError(f"noise_mode must be 'random', 'const' or 'none', got {noise_mode!r}")
         if G.c_dim and (labels is None or labels.ndim != 2 or labels.shape[1] != G.c_dim):
             raise ValueError(f"a conditional generator needs labels [K, {G.c_dim}]")
         self.G, self.seed, self.truncation, self.noise_mode = G, seed, truncation, noise_mode
         self.labels, self.draw_labels = labels, draw_labels
+        self.fused, self.frames_per_forward = fused, frames_per_forward
         self.channels, self.resolution = G.img_channels, G.resolution
 
     def labels_for(self, indices: torch.Tensor) -> torch.Tensor | None:
@@ -519,12 +543,18 @@ class Sampler:
     @torch.no_grad()
     def __call__(self, indices: torch.Tensor) -> torch.Tensor:
         device = next(self.G.parameters()).device
+        fused, frames_per_forward = inference_path(self.G, device)
+        fused = fused if self.fused is None else self.fused
+        frames_per_forward = self.frames_per_forward or frames_per_forward or max(len(indices), 1)
+        return torch.cat([self._sample(part, device, fused) for part in indices.split(frames_per_forward)])
+
+    def _sample(self, indices: torch.Tensor, device: torch.device, fused: bool) -> torch.Tensor:
         z = latents_for_indices(indices, self.G.z_dim, self.seed).to(device)
         noise = None
         if self.noise_mode == "random":
             noise = [n.to(device) for n in noise_for_indices(self.G, indices, self.seed)]
         c = self.labels_for(indices)
-        img = self.G(z, truncation=self.truncation, noise=noise, noise_mode=self.noise_mode, fused=True,
+        img = self.G(z, truncation=self.truncation, noise=noise, noise_mode=self.noise_mode, fused=fused,
                      c=None if c is None else c.to(device))
         return img.float().clamp(-1, 1)
 

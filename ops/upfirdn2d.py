@@ -181,7 +181,8 @@ def _upfirdn2d_ref(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, fli
 
 def _upfirdn_pass(x, g, upx, upy, downx, downy, padx0, padx1, pady0, pady1):
     """One depthwise 2-D pass with the true-convolution filter g [kh, kw]."""
-    channels = x.shape[1]
+    # A plain int even while tracing: the depthwise filter's shape must be static for ONNX export.
+    channels = int(x.shape[1])
     kh, kw = g.shape
     if upx == 1 and upy == 1:
         # Pad (or crop), then a strided cross-correlation with flip(g).

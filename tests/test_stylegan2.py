@@ -243,6 +243,22 @@ def test_sampler_depends_only_on_seed_and_index():
     assert not torch.allclose(Sampler(G, seed=6)(torch.arange(6)), all_six)
 
 
+def test_sampler_inference_paths_agree():
+    """Grouped or shared-weight modulated convolutions, in one forward or several: the same samples."""
+    G = tiny_generator().eval()
+    with torch.no_grad():
+        for layer in G.modules():
+            if getattr(layer, "noise_strength", None) is not None:
+                layer.noise_strength.fill_(0.5)  # the per-index noise must reach the images
+    indices = torch.arange(7)
+    grouped = Sampler(G, seed=2, fused=True)(indices)
+    for fused, frames_per_forward in ((False, None), (False, 3), (True, 2), (None, None)):
+        torch.testing.assert_close(Sampler(G, seed=2, fused=fused, frames_per_forward=frames_per_forward)(indices),
+                                   grouped, rtol=0, atol=1e-5)
+    assert nets.stylegan2.inference_path(G, "cpu") == (False, 512)  # 8 maps of 16x16 px: 8 KiB a frame
+    assert nets.stylegan2.inference_path(G, "cuda") == (True, None)
+
+
 # ---------------------------------------------------------------------------
 # Regularizers against closed forms
 
