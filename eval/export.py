@@ -12,6 +12,10 @@ batch size works.
 
 Inputs:
   z           float32 [B, z_dim]  latents, standard normal (generate.py draws sample i's from (seed, i))
+  labels      float32 [B, K]      conditional models only (trained with labels): one column per label in
+                                  the metadata's `label_columns` order, in the units the data gave
+                                  (energy 3.5 is 3.5); a discrete label as its class's index in that
+                                  column's `classes` (0, 1, ...). The file encodes them as training did.
   truncation  float32 [B]         psi per sample: 1 = none, 0 = the mean. StyleGAN2 moves w towards
                                   the mean w stored in the file; SAGAN scales z (its mean is 0)
   seed        int64 [B]           StyleGAN2 with --noise seed (the default): sample b's noise maps are
@@ -23,8 +27,8 @@ Output:
 
 Metadata (ONNX metadata_props; TorchScript extra file `metadata.json`, see
 `metadata`): model, resolution, channels, z_dim, the data mapping, kimg
-trained, noise, inputs, project version. Conditional models will add a
-`labels` input and its names and ranges there. The CUDA ops are exported
+trained, noise, inputs, project version, and for a conditional model
+`label_columns`: each label's name, kind, training range or classes. The CUDA ops are exported
 through their PyTorch reference (plain convolutions): the generator is moved
 to the CPU first, where the ops always take the reference path. Errors are
 one line, exit status 2.
@@ -45,6 +49,7 @@ import torch
 from torch import nn
 
 from eval.fid import checkpoint_sampler
+from training.labels import LabelEncoding
 from training.normalize import Normalization, normalization_from_config
 
 FORMATS = ("onnx", "torchscript")
@@ -80,6 +85,27 @@ def seeded_normal(seed: torch.Tensor, count: int) -> torch.Tensor:
     return radius * torch.cos(2 * torch.pi * uniform[:, count:])
 
 
+class LabelInput(nn.Module):
+    """Labels in the data's units (discrete ones as class indices) [B, K] -> the encoded c [B, c_dim],
+    as training.labels.LabelEncoding encodes them, in operations every runtime has."""
+
+    def __init__(self, encoding: LabelEncoding):
+        super().__init__()
+        self.kinds = [(column.kind, column.width) for column in encoding.columns]
+        self.register_buffer("low", torch.tensor([column.low for column in encoding.columns]))
+        self.register_buffer("high", torch.tensor([column.high for column in encoding.columns]))
+
+    def forward(self, labels: torch.Tensor) -> torch.Tensor:
+        parts = []
+        for i, (kind, width) in enumerate(self.kinds):
+            x = labels[:, i:i + 1]
+            if kind == "continuous":
+                parts.append((x - self.low[i]) / (self.high[i] - self.low[i]) * 2 - 1)
+            else:  # one-hot of the class index
+                parts.append((x.round() == torch.arange(width, device=x.device, dtype=x.dtype)).to(x.dtype))
+        return torch.cat(parts, dim=1)
+
+
 class StyleGAN2Frames(nn.Module):
     """(z, truncation[, seed]) -> frames in data units, through G's non-fused (shared-weight) convolutions."""
 
@@ -96,6 +122,23 @@ class StyleGAN2Frames(nn.Module):
         return self.normalization.inverse(images.float().clamp(-1, 1))
 
 
+class ConditionalStyleGAN2Frames(StyleGAN2Frames):
+    """(z, labels, truncation[, seed]) -> frames in data units."""
+
+    def __init__(self, G, normalization: Normalization, noise: str, encoding: LabelEncoding):
+        super().__init__(G, normalization, noise)
+        self.label_input = LabelInput(encoding)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor, truncation: torch.Tensor,
+                seed: torch.Tensor | None = None) -> torch.Tensor:
+        G = self.G
+        w = G.mapping.w_avg.lerp(G.mapping(z, self.label_input(labels)), truncation[:, None])
+        ws = w[:, None].expand(-1, G.num_ws, -1)
+        noise = G.noise_from_flat(seeded_normal(seed, G.noise_numel)) if self.noise == "seed" else None
+        images = G.synthesis(ws, noise=noise, noise_mode="const", fused=False)
+        return self.normalization.inverse(images.float().clamp(-1, 1))
+
+
 class SAGANFrames(nn.Module):
     """(z, truncation) -> frames in data units."""
 
@@ -105,6 +148,18 @@ class SAGANFrames(nn.Module):
 
     def forward(self, z: torch.Tensor, truncation: torch.Tensor) -> torch.Tensor:
         return self.normalization.inverse(self.G(z * truncation[:, None]).float().clamp(-1, 1))
+
+
+class ConditionalSAGANFrames(SAGANFrames):
+    """(z, labels, truncation) -> frames in data units."""
+
+    def __init__(self, G, normalization: Normalization, encoding: LabelEncoding):
+        super().__init__(G, normalization)
+        self.label_input = LabelInput(encoding)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor, truncation: torch.Tensor) -> torch.Tensor:
+        images = self.G(z * truncation[:, None], self.label_input(labels))
+        return self.normalization.inverse(images.float().clamp(-1, 1))
 
 
 def project_version() -> str:
@@ -140,27 +195,38 @@ def metadata(checkpoint: dict, normalization: Normalization, inputs: dict, noise
         "noise": noise or "none",
         "inputs": json.dumps({name: shape for name, shape in inputs.items()}),
         "outputs": json.dumps({"frames": ["batch", data["channels"], data["resolution"], data["resolution"]]}),
+        "label_columns": json.dumps([{"name": c.name, "kind": c.kind, **({"range": [c.low, c.high]}
+                                     if c.kind == "continuous" else {"classes": list(c.classes)})}
+                                    for c in LabelEncoding.from_config(data).columns]),
         "project": "smallgan",
         "project_version": project_version(),
     }
 
 
 def exportable(checkpoint: dict, sampler, noise: str | None) -> tuple[nn.Module, dict]:
-    """The module to export and its inputs' shapes ('batch' for the free dimension)."""
-    normalization = normalization_from_config(checkpoint["config"].get("data", {}))
+    """The module to export and its inputs' shapes ('batch' for the free dimension), in argument order."""
+    data = checkpoint["config"].get("data", {})
+    normalization, encoding = normalization_from_config(data), LabelEncoding.from_config(data)
+    inputs = {"z": ["batch", sampler.G.z_dim]}
+    if encoding.c_dim:
+        inputs["labels"] = ["batch", len(encoding.columns)]
+    inputs["truncation"] = ["batch"]
     if checkpoint["model"] == "stylegan2":
-        G = sampler.G
-        inputs = {"z": ["batch", G.z_dim], "truncation": ["batch"]}
         if noise == "seed":
             inputs["seed"] = ["batch"]
-        return StyleGAN2Frames(G, normalization, noise).eval(), inputs
-    return SAGANFrames(sampler.G, normalization).eval(), {"z": ["batch", sampler.G.z_dim], "truncation": ["batch"]}
+        module = (ConditionalStyleGAN2Frames(sampler.G, normalization, noise, encoding) if encoding.c_dim
+                  else StyleGAN2Frames(sampler.G, normalization, noise))
+    else:
+        module = (ConditionalSAGANFrames(sampler.G, normalization, encoding) if encoding.c_dim
+                  else SAGANFrames(sampler.G, normalization))
+    return module.eval(), inputs
 
 
 def example_inputs(inputs: dict, batch: int = 2) -> tuple[torch.Tensor, ...]:
     """Inputs of the given shapes with `batch` samples (what tracing runs the module on)."""
     generator = torch.Generator().manual_seed(0)
     tensors = {"z": torch.randn(batch, inputs["z"][1], generator=generator),
+               "labels": torch.zeros(batch, inputs.get("labels", [0, 0])[1]),  # class 0, or the low end mapped
                "truncation": torch.full([batch], 0.7), "seed": torch.arange(batch, dtype=torch.int64)}
     return tuple(tensors[name] for name in inputs)
 
@@ -218,9 +284,6 @@ def main(argv: list[str] | None = None) -> int:
         if stored["model"] not in MODELS:
             raise CheckpointError(f"{args.ckpt} is a {stored['model']} checkpoint; eval/export.py exports "
                                   f"StyleGAN2 and SAGAN generators")
-        if stored["config"].get("data", {}).get("labels"):  # where a `labels` input and its metadata will go
-            raise CheckpointError(f"{args.ckpt} is a conditional generator (data.labels); eval/export.py "
-                                  f"exports unconditional ones so far")
         checkpoint, sampler = checkpoint_sampler(args.ckpt, "cpu", use_ema=not args.no_ema)
         if checkpoint["model"] == "sagan" and args.noise:
             raise CheckpointError("SAGAN has no noise inputs; leave out --noise")

@@ -50,7 +50,7 @@ else:
     import torch
     extra = {"metadata.json": ""}
     module = torch.jit.load(model_path, _extra_files=extra)
-    names = [n for n in ("z", "truncation", "seed") if n in inputs]
+    names = [n for n in ("z", "labels", "truncation", "seed") if n in inputs]
     frames = module(*[torch.from_numpy(inputs[n]) for n in names]).numpy()
     info = json.loads(extra["metadata.json"])
 ours = sorted(m for m in sys.modules if m.split(".")[0] in ("nets", "ops", "training", "eval", "plumbing"))
@@ -179,10 +179,10 @@ def test_bad_checkpoint_and_unsupported_model_are_one_line_errors(tmp_path, caps
     garbage.write_bytes(b"not a checkpoint")
     singan = tmp_path / "singan.pt"
     torch.save({"model": "singan", "config": {}}, singan)
-    conditional = tmp_path / "conditional.pt"
-    torch.save({"model": "stylegan2", "config": {"data": {"labels": "labels.csv"}}}, conditional)
+    incomplete = tmp_path / "incomplete.pt"  # a config that describes no generator
+    torch.save({"model": "stylegan2", "config": {"data": {"labels": "labels.csv"}}}, incomplete)
     for path, message in ((garbage, "damaged or not a checkpoint"), (tmp_path / "missing.pt", "not found"),
-                          (singan, "exports StyleGAN2 and SAGAN"), (conditional, "conditional generator")):
+                          (singan, "exports StyleGAN2 and SAGAN"), (incomplete, "cannot rebuild the generator")):
         out = tmp_path / "G.onnx"
         assert export.main(["--ckpt", str(path), "--format", "onnx", "--out", str(out)]) == 2
         error = capsys.readouterr().err
@@ -219,3 +219,47 @@ def test_gen_speed_benchmark_times_every_path():
         assert row["plain_conv"]["of_plain_conv"] == 1.0 and row["onnxruntime_vs_eager"] > 0
     # FLOPs are counted from the convolutions each batch runs: the same per frame at any batch size.
     assert batches["1"]["conv_gflop_per_frame"] == batches["3"]["conv_gflop_per_frame"] > 0
+
+
+# A conditional model's labels: energy (continuous, trained over 1..5) and type (three classes).
+LABELS = ["data.label_columns=[energy:continuous,type:discrete]", "data.label_ranges=[[1.0,5.0],[]]",
+          "data.label_classes=[[],[hits,shower,tracks]]"]
+
+
+@pytest.mark.parametrize("fmt", export.FORMATS)
+@pytest.mark.parametrize("model", ["stylegan2", "sagan"])
+def test_conditional_generator_takes_labels_in_the_data_units(tmp_path, model, fmt):
+    from training.labels import LabelEncoding
+    if model == "stylegan2":
+        config = to_dict(build_config(StyleGAN2Config, os.path.join(ROOT, "configs", "stylegan2_tiny.yaml"),
+                                      DATA + LABELS))
+        G = randomized(build_stylegan2(config))
+    else:
+        config = to_dict(build_config(SAGANConfig, os.path.join(ROOT, "configs", "sagan_tiny.yaml"), DATA + LABELS))
+        G = randomized(build_sagan(from_dict(SAGANModel, config["model"], "model."), 16, 1, c_dim=4))
+    encoding = LabelEncoding.from_config(config["data"])
+    values = {"energy": [3.5, 1.0, 6.0, 2.25], "type": ["shower", "hits", "tracks", "tracks"]}
+    table = encoding.encode(values)
+    with torch.no_grad():  # the label must matter: give the label layers weight
+        for name, tensor in G.named_parameters():
+            if "embed" in name or "gain" in name or "shift" in name:
+                tensor.copy_(torch.randn_like(tensor))
+    path = tmp_path / "cond.pt"
+    torch.save({"model": model, "config": config, "kimg": 1.0, "G_ema": G.state_dict(), "labels": table}, path)
+    export_file(path, fmt, tmp_path / f"G.{fmt}", *(["--noise", "const"] if model == "stylegan2" else []))
+    checkpoint = torch.load(path, weights_only=True)
+    options = {"noise_mode": "const"} if model == "stylegan2" else {}
+    sampler = nets.load_sampler(checkpoint, "cpu", seed=2, truncation=0.8, labels=table, **options)
+    expected = generate_data_units(sampler, torch.arange(4), normalization_from_config(config["data"])).numpy()
+    z = latents_for_indices(torch.arange(4), config["model"]["z_dim"], 2)
+    raw = torch.tensor([[3.5, 1], [1.0, 0], [6.0, 2], [2.25, 2]])  # type as its class index
+    frames, info = run_exported(tmp_path, fmt, tmp_path / f"G.{fmt}",
+                                {"z": z, "labels": raw, "truncation": torch.full([4], 0.8)})
+    assert np.abs(frames - expected).max() <= TOLERANCE
+    assert info["inputs"] == ["z", "labels", "truncation"]
+    columns = json.loads(info["metadata"]["label_columns"])
+    assert columns == [{"name": "energy", "kind": "continuous", "range": [1.0, 5.0]},
+                       {"name": "type", "kind": "discrete", "classes": ["hits", "shower", "tracks"]}]
+    other = run_exported(tmp_path, fmt, tmp_path / f"G.{fmt}",
+                         {"z": z, "labels": raw.flip(0), "truncation": torch.full([4], 0.8)})[0]
+    assert np.abs(other - frames).max() > 100 * TOLERANCE  # the labels change the frames
