@@ -138,7 +138,7 @@ class StyleGAN2Config(BaseConfig):
 def r1_penalty(D, real: torch.Tensor, augment=lambda x: x, c=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample |d D(augment(real), c) / d real|^2 (with the graph kept for its own gradient), and D's logits."""
     real = real.detach().requires_grad_(True)
-    logits = D(augment(real), c)
+    logits = D(augment(real)) if c is None else D(augment(real), c)
     grad, = torch.autograd.grad(logits.sum(), real, create_graph=True)
     return grad.square().sum(dim=[1, 2, 3]), logits
 
