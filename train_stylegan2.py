@@ -37,6 +37,7 @@ from training.config import BaseConfig, ConfigError, TrainConfig, check, to_dict
 from training.data import shard
 from training.ema import ema_beta, update_ema
 from training.loop import setup, train, user_errors
+from training.optim import adam, load_optimizer_state
 from training.seeding import generator, randn
 
 
@@ -179,11 +180,11 @@ class StyleGAN2Task:
 
         self.lazy_G = lazy_factor(t.pl_interval, self.pl_enabled)
         self.lazy_D = lazy_factor(t.r1_interval, self.r1_enabled)
-        self.opt_G = torch.optim.Adam(G.parameters(), lr=t.lr * self.lazy_G,
-                                      betas=(t.beta1 ** self.lazy_G, t.beta2 ** self.lazy_G), eps=1e-8)
+        self.opt_G = adam(G.parameters(), self.device, lr=t.lr * self.lazy_G,
+                          betas=(t.beta1 ** self.lazy_G, t.beta2 ** self.lazy_G), eps=1e-8)
         self.d_lr_scale = (t.d_lr or t.lr) / t.lr  # D follows lr's schedule at its own level
-        self.opt_D = torch.optim.Adam(D.parameters(), lr=t.lr * self.d_lr_scale * self.lazy_D,
-                                      betas=(t.beta1 ** self.lazy_D, t.beta2 ** self.lazy_D), eps=1e-8)
+        self.opt_D = adam(D.parameters(), self.device, lr=t.lr * self.d_lr_scale * self.lazy_D,
+                          betas=(t.beta1 ** self.lazy_D, t.beta2 ** self.lazy_D), eps=1e-8)
         # fp16 needs loss scaling; one scaler per optimizer so that an overflow in D's
         # backward does not skip G's step (Accelerate's single scaler is shared).
         self.scalers = {}
@@ -194,7 +195,7 @@ class StyleGAN2Task:
         a = cfg.augment
         self.policy = parse_policy(a.policy)
         self.ada = AdaptiveAugment(t.batch_size, p=a.p, target=a.ada_target, interval=a.ada_interval,
-                                   speed_kimg=a.ada_kimg, p_max=a.ada_p_max) if a.ada else None
+                                   speed_kimg=a.ada_kimg, p_max=a.ada_p_max, device=self.device) if a.ada else None
 
         # Compiled versions of the passes that need no double backward (R1 and PL do, and run eagerly).
         compile_ = torch.compile if t.compile else (lambda module: module)
@@ -231,27 +232,25 @@ class StyleGAN2Task:
     # -- randomness (global batch, then this process's slice) ----------------
 
     def _local(self, x: torch.Tensor) -> torch.Tensor:
-        return shard(x, self.rank, self.world).to(self.device)
+        return shard(x, self.rank, self.world)
 
-    def _device_randn(self, shape, *keys) -> torch.Tensor:
-        """Standard normal numbers for the global batch drawn on the training device (the large draws:
-        noise maps and path-length directions, no host-to-device copy per step), this process's slice.
-        Every process of a run draws the same numbers; a GPU run's differ from a CPU run's."""
-        g = generator(self.config.seed, *keys, device=self.device)
-        return shard(torch.randn(shape, generator=g, device=self.device), self.rank, self.world)
+    def _randn(self, shape, *keys) -> torch.Tensor:
+        """Standard normal numbers for the global batch, drawn on the training device; this process's slice."""
+        return self._local(randn(shape, self.config.seed, *keys, device=self.device))
 
     def _latents(self, purpose: str, step: int, n: int) -> dict:
-        """Generator inputs for `n` global samples: latents, style-mixing cutoffs and noise maps."""
-        cfg, G = self.config, self.G_plain
-        z = self._local(randn((n, G.z_dim), cfg.seed, "z", purpose, step))
-        noise = G.noise_from_flat(self._device_randn((n, G.noise_numel), "noise", purpose, step))
+        """Generator inputs for `n` global samples: latents, style-mixing cutoffs and noise maps,
+        all drawn on the device (no host-to-device copy)."""
+        cfg, G, device = self.config, self.G_plain, self.device
+        z = self._randn((n, G.z_dim), "z", purpose, step)
+        noise = G.noise_from_flat(self._randn((n, G.noise_numel), "noise", purpose, step))
         inputs = {"z": z, "noise": noise}
         if cfg.train.style_mixing > 0:
-            g = generator(cfg.seed, "mixing", purpose, step)
-            cutoff = torch.randint(1, G.num_ws, (n,), generator=g)
-            mixes = torch.rand(n, generator=g) < cfg.train.style_mixing
-            inputs["z_mix"] = self._local(randn((n, G.z_dim), cfg.seed, "z_mix", purpose, step))
-            inputs["mix_cutoff"] = self._local(torch.where(mixes, cutoff, torch.full_like(cutoff, G.num_ws)))
+            g = generator(cfg.seed, "mixing", purpose, step, device=device)
+            cutoff = torch.randint(1, G.num_ws, (n,), generator=g, device=device)
+            mixes = torch.rand(n, generator=g, device=device) < cfg.train.style_mixing
+            inputs["z_mix"] = self._randn((n, G.z_dim), "z_mix", purpose, step)
+            inputs["mix_cutoff"] = self._local(torch.where(mixes, cutoff, G.num_ws))
         return inputs
 
     def _augment(self, x: torch.Tensor, purpose: str, step: int) -> torch.Tensor:
@@ -332,7 +331,7 @@ class StyleGAN2Task:
         if self.pl_enabled and step % t.pl_interval == 0:
             fake, ws = self.G(**self._latents("PL", step, self.pl_batch), return_ws=True)
             c, h, w = fake.shape[1:]
-            directions = self._device_randn((self.pl_batch, c, h, w), "pl", step) / math.sqrt(h * w)
+            directions = self._randn((self.pl_batch, c, h, w), "pl", step) / math.sqrt(h * w)
             lengths = path_lengths(fake, ws, directions)
             self.pl_mean = self.pl_mean.lerp(self._mean_over_processes(lengths.detach().mean()), t.pl_decay)
             penalty = (lengths - self.pl_mean).square()
@@ -370,8 +369,8 @@ class StyleGAN2Task:
         self.G_plain.load_state_dict(state["G"])
         self.G_ema.load_state_dict(state["G_ema"])
         self.D_plain.load_state_dict(state["D"])
-        self.opt_G.load_state_dict(state["optimizers"]["G"])
-        self.opt_D.load_state_dict(state["optimizers"]["D"])
+        load_optimizer_state(self.opt_G, state["optimizers"]["G"])
+        load_optimizer_state(self.opt_D, state["optimizers"]["D"])
         self.pl_mean = state["pl_mean"].to(self.device)
         if self.ada is not None and "sign_sum" in state["augment"]:
             self.ada.load_state_dict(state["augment"])

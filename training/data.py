@@ -363,30 +363,29 @@ class ImageBatches:
     def _epoch_order(self, epoch: int) -> torch.Tensor:
         if epoch not in self._epoch_cache:  # keep the two epochs a batch can straddle
             self._epoch_cache = {e: o for e, o in self._epoch_cache.items() if e == epoch - 1}
-            self._epoch_cache[epoch] = torch.randperm(len(self), generator=generator(self.seed, "epoch", epoch))
+            device = self.images.device
+            self._epoch_cache[epoch] = torch.randperm(len(self), generator=generator(self.seed, "epoch", epoch,
+                                                                                      device=device), device=device)
         return self._epoch_cache[epoch]
 
     def global_indices(self, step: int) -> torch.Tensor:
-        """Indices of the global batch at `step`: epochs are reshuffled permutations, read in order."""
-        n = len(self)
-        positions = torch.arange(step * self.batch_size, (step + 1) * self.batch_size)
-        indices = torch.empty_like(positions)
-        for epoch in range(int(positions[0]) // n, int(positions[-1]) // n + 1):
-            in_epoch = positions // n == epoch
-            indices[in_epoch] = self._epoch_order(epoch)[positions[in_epoch] % n]
-        return indices
+        """Indices of the global batch at `step`: epochs are reshuffled permutations, read in order.
+        Drawn and gathered on the images' device: no host-to-device copy."""
+        n, start = len(self), step * self.batch_size
+        first, last = start // n, (start + self.batch_size - 1) // n
+        orders = torch.cat([self._epoch_order(epoch) for epoch in range(first, last + 1)])
+        return orders[start - first * n:start - first * n + self.batch_size]
 
     def batch(self, step: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
         """This process's share of the step's batch, float in [-1, 1]."""
-        indices = self.global_indices(step)
-        g = generator(self.seed, "flips", step)
-        flips = torch.rand(self.batch_size, 2, generator=g) < 0.5
-        local = shard(torch.arange(self.batch_size), rank, world_size)
-        images = self.normalization.forward(self.images[indices[local].to(self.images.device)])
+        device = self.images.device
+        flips = shard(torch.rand(self.batch_size, 2, generator=generator(self.seed, "flips", step, device=device),
+                                 device=device) < 0.5, rank, world_size)
+        images = self.normalization.forward(self.images[shard(self.global_indices(step), rank, world_size)])
         if self.hflip:
-            images = torch.where(flips[local, 0].to(images.device)[:, None, None, None], images.flip(3), images)
+            images = torch.where(flips[:, 0, None, None, None], images.flip(3), images)
         if self.vflip:
-            images = torch.where(flips[local, 1].to(images.device)[:, None, None, None], images.flip(2), images)
+            images = torch.where(flips[:, 1, None, None, None], images.flip(2), images)
         return images
 
 
