@@ -14,8 +14,10 @@ learning rate and betas are corrected for them (StyleGAN2 appendix B).
 Every random number (latents, style-mixing cutoffs, noise maps, augmentation,
 path-length directions) is drawn for the whole global batch from
 training.seeding and sliced per process, so K processes train exactly like one
-and a resumed run exactly like an uninterrupted one. Regularizers run in fp32;
-with fp16 each optimizer has its own loss scaler.
+and a resumed run exactly like an uninterrupted one. With precision bf16 or
+fp16, G's and D's blocks at the model.num_fp16_res highest resolutions run in
+it and everything else in fp32 (nets.stylegan2.reduce_precision); the
+regularizers run in fp32; with fp16 each optimizer has its own loss scaler.
 """
 
 import copy
@@ -31,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch
 import torch.nn.functional as F
 
-from nets.stylegan2 import Sampler, build_discriminator, build_generator
+from nets.stylegan2 import Sampler, build_discriminator, build_generator, full_precision, reduce_precision
 from training.augment import AdaptiveAugment, AugmentConfig, diff_augment, parse_policy
 from training.config import BaseConfig, ConfigError, TrainConfig, check, to_dict
 from training.data import shard
@@ -55,6 +57,8 @@ class StyleGAN2Model:
     conv_clamp: Optional[float] = 256.0   # clamp activations to +-conv_clamp (fp16 safety); null = off
     noise_max_resolution: Optional[int] = None  # G's per-pixel noise only in layers up to this size; 0 = none; null = all
     latent_input: bool = False            # G's 4x4 input mapped from the first style, not a learned constant
+    num_fp16_res: int = 4                 # with precision bf16/fp16: G's and D's blocks at this many highest
+                                          # resolutions (>= 8 px) run in it, the rest in fp32; 0 = all fp32
 
     def validate(self):
         for key in ("z_dim", "w_dim", "mapping_layers", "g_channel_base", "g_channel_max",
@@ -62,6 +66,7 @@ class StyleGAN2Model:
             check(getattr(self, key) >= 1, f"model.{key}", "a positive integer")
         check(self.mapping_lr_multiplier > 0, "model.mapping_lr_multiplier", "a positive number")
         check(self.conv_clamp is None or self.conv_clamp > 0, "model.conv_clamp", "a positive number or null")
+        check(self.num_fp16_res >= 0, "model.num_fp16_res", "an integer >= 0")
         check(self.noise_max_resolution is None or self.noise_max_resolution >= 0, "model.noise_max_resolution",
               "a resolution >= 0 (0: no noise inputs) or null (every layer)")
 
@@ -174,7 +179,11 @@ class StyleGAN2Task:
         config_dict = to_dict(cfg)
         G = build_generator(config_dict).to(self.device)
         D = build_discriminator(config_dict).to(self.device)
-        self.G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+        self.G_ema = copy.deepcopy(G).eval().requires_grad_(False)  # fp32 throughout, like every sampler
+        if cfg.precision != "fp32":  # StyleGAN2-ADA's mixed precision: the high-resolution blocks alone
+            reduced = {"bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
+            reduce_precision(G, reduced, cfg.model.num_fp16_res)
+            reduce_precision(D, reduced, cfg.model.num_fp16_res)
         self.G_plain, self.D_plain = G, D
         self.G, self.D = self._distribute(G), self._distribute(D)
 
@@ -283,14 +292,13 @@ class StyleGAN2Task:
 
     def d_step(self, real: torch.Tensor, step: int) -> dict:
         """D's update of one step (and its lazy R1 when due); returns its logs."""
-        t, autocast, logs = self.config.train, self.accelerator.autocast, {}
+        t, logs = self.config.train, {}
         # D: non-saturating logistic loss on augmented reals and fakes.
         self.D_plain.requires_grad_(True)
-        with torch.no_grad(), autocast():
+        with torch.no_grad():
             fake = self.G_fake(**self._latents("D", step, self.batch))
-        with autocast():
-            fake_logits = self.D_main(self._augment(fake, "D/fake", step)).float()
-            real_logits = self.D_main(self._augment(real, "D/real", step)).float()
+        fake_logits = self.D_main(self._augment(fake, "D/fake", step))
+        real_logits = self.D_main(self._augment(real, "D/real", step))
         loss_D = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
         self._update("D", loss_D)
         logs.update({"Loss/D/adv": loss_D.detach(), "Loss/scores/fake": fake_logits.detach().mean(),
@@ -300,7 +308,8 @@ class StyleGAN2Task:
 
         # D: lazy R1 on (augmented) reals, fp32, weighted by its interval.
         if self.r1_enabled and step % t.r1_interval == 0:
-            r1, logits = r1_penalty(self.D, real, lambda x: self._augment(x, "D/r1", step))
+            with full_precision(self.D_plain):
+                r1, logits = r1_penalty(self.D, real, lambda x: self._augment(x, "D/r1", step))
             # logits * 0 keeps every D parameter in the graph, as DDP requires.
             loss = (r1.mean() * (t.r1_gamma / 2) + logits.mean() * 0) * t.r1_interval
             self._update("D", loss)
@@ -309,7 +318,6 @@ class StyleGAN2Task:
 
     def train_step(self, real: torch.Tensor, step: int) -> dict:
         t = self.config.train
-        autocast = self.accelerator.autocast
         lr = self.lr_at(step)
         for opt, c in ((self.opt_G, self.lazy_G), (self.opt_D, self.lazy_D * self.d_lr_scale)):
             for group in opt.param_groups:
@@ -319,9 +327,8 @@ class StyleGAN2Task:
 
         # G: non-saturating loss through the frozen (unwrapped) D, so D's DDP is not involved.
         self.D_plain.requires_grad_(False)
-        with autocast():
-            fake, ws = self.G_main(**self._latents("G", step, self.batch), return_ws=True)
-            logits = self.D_frozen(self._augment(fake, "G/fake", step)).float()
+        fake, ws = self.G_main(**self._latents("G", step, self.batch), return_ws=True)
+        logits = self.D_frozen(self._augment(fake, "G/fake", step))
         loss_G = F.softplus(-logits).mean()
         self._update("G", loss_G)
         self.G_plain.mapping.track_w_avg(self._mean_over_processes(ws[:, 0].detach().float().mean(0)))
@@ -329,10 +336,11 @@ class StyleGAN2Task:
 
         # G: lazy path-length regularization on a smaller batch, fp32, weighted by its interval.
         if self.pl_enabled and step % t.pl_interval == 0:
-            fake, ws = self.G(**self._latents("PL", step, self.pl_batch), return_ws=True)
-            c, h, w = fake.shape[1:]
-            directions = self._randn((self.pl_batch, c, h, w), "pl", step) / math.sqrt(h * w)
-            lengths = path_lengths(fake, ws, directions)
+            with full_precision(self.G_plain):
+                fake, ws = self.G(**self._latents("PL", step, self.pl_batch), return_ws=True)
+                c, h, w = fake.shape[1:]
+                directions = self._randn((self.pl_batch, c, h, w), "pl", step) / math.sqrt(h * w)
+                lengths = path_lengths(fake, ws, directions)
             self.pl_mean = self.pl_mean.lerp(self._mean_over_processes(lengths.detach().mean()), t.pl_decay)
             penalty = (lengths - self.pl_mean).square()
             # fake * 0 keeps every G parameter in the graph, as DDP requires.

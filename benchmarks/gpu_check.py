@@ -11,13 +11,17 @@ box, cut to what the budget has left so that a slow step cannot eat the rest:
    driver, the Python packages the project uses (missing ones named);
 2. ops_build: build of the CUDA ops into a fresh cache (its time), their
    first-use check against the reference, and whether ops called on GPU
-   tensors really launch the kernels (kernel names seen by the profiler);
+   tensors really launch the kernels (kernel names seen by the profiler).
+   TORCH_CUDA_ARCH_LIST is cut to what the GPU runs; a build its time box cuts
+   leaves its .failed marker; when the ops are not in use, every later step
+   runs with SMALLGAN_OPS_IMPL=ref instead of building again in its own box;
 3. gpu_tests: `pytest tests -k "(gpu or fp16) and not gpu_check"`, pass/fail per test;
 4. ops_speed: benchmarks/ops_speed.py, CUDA vs reference, forward+backward,
    float32/float16/bfloat16;
 5. train_speed: benchmarks/train_speed.py on configs/small300.yaml, fp32,
    bf16, fp16 with the CUDA ops, fp32 and bf16 without them, and bf16 with
-   train.compile, as time allows;
+   train.compile, as time allows, each row with the host-to-device copies
+   and host synchronizations of a step (training/transfers.py);
 6. training: small300 on builtin:particles for the minutes left, in bf16
    (fp16 when it measured faster with finite losses);
 7. samples: from the training's last checkpoint, 5000 PNGs (sample i from
@@ -357,6 +361,9 @@ class Check:
         self.ops_cuda = bool(result.get("cuda_path_used"))
         status = outcome.status() if outcome.status() != "ok" or self.ops_cuda else "failed"
         reason = result.get("error") or ("" if outcome.ok else f"exit {outcome.returncode}: {_last_line(outcome)}")
+        if not self.ops_cuda:  # the later steps' processes would each try the build again inside their own boxes
+            self.env["SMALLGAN_OPS_IMPL"] = "ref"
+            result["later_steps"] = "SMALLGAN_OPS_IMPL=ref"
         self.end("ops_build", status, **result, **({"reason": reason} if reason else {}))
 
     def gpu_tests(self) -> None:
@@ -436,7 +443,8 @@ class Check:
                 else:
                     row.update(status="ok", **{k: result.get(k) for k in (
                         "img_per_s", "sec_per_kimg", "peak_mem_mb", "losses_finite", "ops_impl", "batch_size",
-                        "params_G", "params_D")}, wall_s=round(outcome.seconds, 1))
+                        "params_G", "params_D", "host_to_device_per_step", "syncs_per_step")},
+                        wall_s=round(outcome.seconds, 1))
             self.report.step("train_speed")["runs"] = runs
             self.report.save()
         ok = [r for r in runs if r["status"] == "ok"]
@@ -478,11 +486,9 @@ class Check:
         shutil.rmtree(run_dir, ignore_errors=True)
         overrides = [f"out_dir={run_dir}", f"precision={precision}", f"train.kimg={kimg}", "eval.every_kimg=0",
                      f"train.checkpoint_every_kimg={every}", f"train.sample_every_kimg={every}"]
-        env = dict(self.env, **({} if self.ops_cuda else {"SMALLGAN_OPS_IMPL": "ref"}))
         self.begin("training", precision=precision, why=why, kimg_planned=kimg, overrides=overrides,
                    ops="cuda" if self.ops_cuda else "ref")
-        outcome = self.boxed("training", self.python("train_stylegan2.py", "--config", CONFIG, *overrides),
-                             seconds, env=env)
+        outcome = self.boxed("training", self.python("train_stylegan2.py", "--config", CONFIG, *overrides), seconds)
         checkpoint = os.path.join(run_dir, "checkpoints", "last.pt")
         has_checkpoint = os.path.isfile(checkpoint)
         status = "ok" if outcome.ok else ("timeout" if outcome.timed_out and has_checkpoint else outcome.status())
@@ -556,6 +562,17 @@ def parse_pytest(output: str, junit_path: str) -> dict:
 # Probes, each run in its own process by the steps above.
 
 
+class TimeBoxExceeded(Exception):
+    """run_boxed's SIGTERM, raised where the process is (inside a build: ops._build writes its .failed marker)."""
+
+
+def leave_failed_marker_at_time_box() -> None:
+    """A build cut by its time box then counts as a failed build, so the steps after it do not start it again."""
+    def stop(signum, frame):
+        raise TimeBoxExceeded("cut by gpu_check's time box")
+    signal.signal(signal.SIGTERM, stop)
+
+
 def probe_ops() -> dict:
     """Builds the ops (timed), runs their first-use check, and sees which
     kernels a forward+backward of the public ops launches."""
@@ -564,6 +581,7 @@ def probe_ops() -> dict:
     import ops
     from ops import _build, _dispatch, _selfcheck
 
+    leave_failed_marker_at_time_box()
     result = {"cache": _build.cache_root()}
     start = time.perf_counter()
     try:
@@ -709,7 +727,8 @@ def _environment_lines(e: dict) -> list[str]:
 
 
 def _ops_build_lines(e: dict) -> list[str]:
-    keys = ["arch_list", "built", "build_s", "self_check", "self_check_s", "cuda_path_used", "kernels_seen", "error"]
+    keys = ["arch_list", "built", "build_s", "self_check", "self_check_s", "cuda_path_used", "kernels_seen", "error",
+            "later_steps"]
     return [f"- {k}: {e[k]}" for k in keys if k in e]
 
 
@@ -731,13 +750,15 @@ def _ops_speed_lines(e: dict) -> list[str]:
 
 
 def _train_speed_lines(e: dict) -> list[str]:
-    lines = ["| run | img/s | sec/kimg | peak MiB | losses finite | ops |", "| --- | ---: | ---: | ---: | --- | --- |"]
+    lines = ["| run | img/s | sec/kimg | peak MiB | losses finite | ops | H2D copies / step | syncs / step |",
+             "| --- | ---: | ---: | ---: | --- | --- | ---: | ---: |"]
     for r in e.get("runs", []):
         if r.get("status") == "ok":
             lines.append(f"| {r['run']} | {r['img_per_s']} | {r['sec_per_kimg']} | {r['peak_mem_mb']} | "
-                         f"{r['losses_finite']} | {r.get('ops_impl')} |")
+                         f"{r['losses_finite']} | {r.get('ops_impl')} | {r.get('host_to_device_per_step')} | "
+                         f"{r.get('syncs_per_step')} |")
         else:
-            lines.append(f"| {r['run']} | {r.get('status')}: {r.get('reason', '')} | | | | |")
+            lines.append(f"| {r['run']} | {r.get('status')}: {r.get('reason', '')} | | | | | | |")
     return lines
 
 
