@@ -123,27 +123,37 @@ def main(argv=None) -> None:
         exit_with_error("--steps must be >= 1 and --warmup >= 0")
     try:
         module = script_module(args.script or find_script(args.config, args.overrides))
-        task_cls, config_cls = task_class(module), config_class(module)
+        result = measure(module, args.config, args.overrides, args.steps, args.warmup)
     except ConfigError as e:
         exit_with_error(str(e))
+    if result is not None:
+        print(json.dumps(result))
 
+
+def measure(module, config_path: str, overrides: list[str], steps: int, warmup: int) -> dict | None:
+    """Build `module`'s task from the config exactly as its script does and time it (time_steps);
+    the result on the main process, None on the others. Any number of calls share one process
+    (benchmarks/gpu_check.py times every variant in one)."""
+    task_cls, config_cls = task_class(module), config_class(module)
     from training.loop import setup, user_errors
 
     out_dir = tempfile.mkdtemp(prefix="train_speed-")
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     try:
         # Everything but the result goes to stderr, so stdout is one JSON line.
         with contextlib.redirect_stdout(sys.stderr):
-            ctx = setup(config_cls, module.__doc__, ["--config", args.config, *args.overrides, f"out_dir={out_dir}"])
+            ctx = setup(config_cls, module.__doc__, ["--config", config_path, *overrides, f"out_dir={out_dir}"])
             with user_errors():
                 task = task_cls(ctx)
-            result = time_steps(ctx, task, args.steps, args.warmup)
-        if ctx.accelerator.is_main_process:
-            print(json.dumps(result))
+            result = time_steps(ctx, task, steps, warmup)
+        main_process = ctx.accelerator.is_main_process
         ctx.accelerator.wait_for_everyone()
         ctx.run.close()
         ctx.accelerator.end_training()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+        return result if main_process else None
     finally:
         if int(os.environ.get("RANK", "0")) == 0:
             shutil.rmtree(out_dir, ignore_errors=True)

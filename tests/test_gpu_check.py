@@ -164,3 +164,17 @@ def test_later_steps_use_the_reference_ops_when_the_build_failed(tmp_path, monke
     assert check.report.step("ops_build")["status"] == "failed" and not check.ops_cuda
     assert environments[0].get("SMALLGAN_OPS_IMPL") is None  # the build itself ran as asked
     assert environments[1]["SMALLGAN_OPS_IMPL"] == "ref"
+
+
+def test_train_speed_variants_run_one_after_the_other_in_one_process():
+    """The probe behind the train_speed step, on the tiny config: bf16 then fp32 (the Accelerator's precision
+    changes in between), one JSON line each, with the host transfers counted."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from benchmarks import gpu_check; "
+            "gpu_check.probe_train_speed([3, 4], config='configs/stylegan2_tiny.yaml', steps=2, warmup=1)")
+    result = run_script("-c", [code, ROOT])
+    rows = gpu_check.json_lines(result.stdout)
+    assert [(r["run"], r["precision"]) for r in rows] == [("bf16, reference ops", "bf16"),
+                                                          ("fp32, reference ops", "fp32")], result.stdout
+    for row in rows:
+        assert row["img_per_s"] > 0 and row["losses_finite"] and row["seconds"] > 0
+        assert row["host_to_device_per_step"] == 0 and row["syncs_per_step"] == 0
