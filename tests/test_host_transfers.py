@@ -23,14 +23,15 @@ from training.transfers import HostTransfers  # noqa: E402
 
 STEPS = 6  # step 0 builds the optimizers' state; 1..5 are counted (two ADA updates, R1/PL at 2 and 4)
 DEVICE = torch.device("cpu")
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def accelerator():
+def accelerator(cpu: bool = True):
     from accelerate import Accelerator
-    return Accelerator(cpu=True)
+    return Accelerator(cpu=cpu)
 
 
-def loop_task(script: str, config_name: str, overrides: list[str]):
+def loop_task(script: str, config_name: str, overrides: list[str], cpu: bool = True):
     """(task, data) of a script on the shared loop, built as the loop builds them."""
     import importlib
     from training.data import ImageBatches, load_images
@@ -40,21 +41,23 @@ def loop_task(script: str, config_name: str, overrides: list[str]):
     task_cls = {"train_stylegan2": "StyleGAN2Task", "train_sagan": "SAGANTask"}[script]
     config = build_config(getattr(module, config_cls), os.path.join(ROOT, "configs", config_name), overrides)
     images = load_images(config.data.path, config.data.resolution, config.data.channels)
-    data = ImageBatches(images, config.train.batch_size, config.seed, hflip=True, vflip=True,
+    acc = accelerator(cpu)
+    data = ImageBatches(images, config.train.batch_size, config.seed, hflip=True, vflip=True, device=acc.device,
                         normalization=fit_normalization(images, config.data))
-    return getattr(module, task_cls)(Context(config, accelerator(), None, data, None)), data
+    return getattr(module, task_cls)(Context(config, acc, None, data, None)), data
 
 
-def stylegan2():
+def stylegan2(cpu: bool = True, overrides: tuple[str, ...] = ()):
     return loop_task("train_stylegan2", "stylegan2_tiny.yaml",
-                     ["augment.ada=true", "augment.p=0.5", "augment.ada_interval=2", "augment.ada_kimg=0.1"])
+                     ["augment.ada=true", "augment.p=0.5", "augment.ada_interval=2", "augment.ada_kimg=0.1",
+                      *overrides], cpu)
 
 
-def count_steps(step, steps: int = STEPS) -> list[tuple[int, int, list]]:
+def count_steps(step, steps: int = STEPS, device: torch.device = DEVICE) -> list[tuple[int, int, list]]:
     """(host-to-device copies, syncs, events) of each step after the first, the counter running from
     before the first (so host-side state made there, like Adam's step counters, is known as such)."""
     counts = []
-    with HostTransfers(DEVICE) as transfers:
+    with HostTransfers(device) as transfers:
         for i in range(steps):
             before = len(transfers.events)
             step(i)
@@ -72,7 +75,7 @@ def assert_no_transfers(counts) -> None:
 
 def loop_steps(task, data):
     """The shared loop's per-step work: the batch, the step, the scalars summed for the next log."""
-    averager = ScalarAverager(accelerator())
+    averager = ScalarAverager(task.accelerator)
 
     def step(i):
         averager.add(task.train_step(data.batch(i), i))
@@ -86,6 +89,14 @@ def test_stylegan2_steps_with_ada_copy_nothing_and_never_sync():
     assert isinstance(task.ada.p, torch.Tensor) and float(task.ada.p) != 0.5  # p adapted inside the window
     logged = averager.pop()  # the logging step reads them, once
     assert logged["Augment/p"] == pytest.approx(float(task.ada.p), abs=0.1) and "Loss/D/r1" in logged
+
+
+@requires_cuda
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_gpu_stylegan2_steps_copy_nothing_and_never_sync(precision):
+    """On the GPU itself (the devices say which is host), fused Adam and, for fp16, the loss scalers included."""
+    task, data = stylegan2(cpu=False, overrides=(f"precision={precision}",))
+    assert_no_transfers(count_steps(loop_steps(task, data)[0], device=task.device))
 
 
 def test_sagan_steps_copy_nothing_and_never_sync():

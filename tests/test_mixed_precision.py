@@ -76,23 +76,30 @@ def test_only_the_chosen_blocks_run_in_reduced_precision():
     assert all(b.dtype == torch.bfloat16 for b in chosen)
 
 
-def tiny_task(precision: str):
+def tiny_task(precision: str, cpu: bool = True):
     config = build_config(StyleGAN2Config, os.path.join(ROOT, "configs", "stylegan2_tiny.yaml"),
                           [f"precision={precision}", "augment.p=0.5"])
     from accelerate import Accelerator
+    accelerator = Accelerator(cpu=cpu)
     images = load_images(config.data.path, config.data.resolution, config.data.channels)
-    data = ImageBatches(images, config.train.batch_size, config.seed)
-    return StyleGAN2Task(Context(config, Accelerator(cpu=True), None, data, None)), data
+    data = ImageBatches(images, config.train.batch_size, config.seed, device=accelerator.device)
+    return StyleGAN2Task(Context(config, accelerator, None, data, None)), data
 
 
 def gradient(module) -> torch.Tensor:
     return torch.cat([p.grad.flatten() for p in module.parameters() if p.grad is not None])
 
 
-def test_bf16_step_stays_close_to_fp32():
+@pytest.mark.parametrize("reduced, cpu", [("bf16", True), pytest.param(
+    "fp16", False, marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 needs a GPU"))],
+    ids=["bf16", "gpu-fp16"])
+def test_reduced_precision_step_stays_close_to_fp32(reduced, cpu, monkeypatch):
+    """bf16 on the CPU; fp16 on a GPU (the GPU run compares with the GPU's own fp32, TF32 off)."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     results = {}
-    for precision in ("fp32", "bf16"):
-        task, data = tiny_task(precision)
+    for precision in ("fp32", reduced):
+        task, data = tiny_task(precision, cpu)
         assert task.G_ema.synthesis.blocks[-1].dtype == torch.float32  # samplers stay fp32
         inputs = task._latents("G", 0, task.batch)
         fake = task.G_plain(**inputs)
@@ -101,7 +108,7 @@ def test_bf16_step_stays_close_to_fp32():
         (loss_G + loss_D).backward()
         grads = gradient(task.G_plain), gradient(task.D_plain)
         results[precision] = (loss_G.detach(), *grads, task.train_step(data.batch(0), 0))
-    (loss32, g32, d32, logs32), (loss16, g16, d16, logs16) = results["fp32"], results["bf16"]
+    (loss32, g32, d32, logs32), (loss16, g16, d16, logs16) = results["fp32"], results[reduced]
     assert loss16 == pytest.approx(float(loss32), abs=LOSS_TOLERANCE)
     for reduced, exact in ((g16, g32), (d16, d32)):
         assert 0 < float((reduced - exact).norm() / exact.norm()) < GRADIENT_TOLERANCE
