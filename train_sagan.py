@@ -155,8 +155,8 @@ class SAGANTask:
         # Optimizers stay outside accelerate.prepare: with fp16 each gets its own GradScaler below.
         # They are made for parameters already on the device (fused Adam checks that).
         G, D = G.to(acc.device), D.to(acc.device)
-        self.opt_G = adam(G.parameters(), acc.device, lr=t.g_lr, betas=(t.beta1, t.beta2))
-        self.opt_D = adam(D.parameters(), acc.device, lr=t.d_lr, betas=(t.beta1, t.beta2))
+        self.opt_G = adam(G.parameters(), lr=t.g_lr, betas=(t.beta1, t.beta2))
+        self.opt_D = adam(D.parameters(), lr=t.d_lr, betas=(t.beta1, t.beta2))
         self.G, self.D = acc.prepare(G, D)
         fp16 = config.precision == "fp16"
         self.scaler_G = torch.amp.GradScaler(acc.device.type, enabled=fp16)

@@ -336,8 +336,8 @@ class SinGANTrainer:
 
     def make_optimizers(self):
         t, fp16 = self.config.train, self.config.precision == "fp16"
-        self.opt_G = adam(self.G.parameters(), self.device, lr=t.lr, betas=(t.beta1, t.beta2))
-        self.opt_D = adam(self.D.parameters(), self.device, lr=t.lr, betas=(t.beta1, t.beta2))
+        self.opt_G = adam(self.G.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
+        self.opt_D = adam(self.D.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
         self.scaler_G = torch.amp.GradScaler(self.device.type, enabled=fp16)
         self.scaler_D = torch.amp.GradScaler(self.device.type, enabled=fp16)
 

@@ -189,10 +189,10 @@ class StyleGAN2Task:
 
         self.lazy_G = lazy_factor(t.pl_interval, self.pl_enabled)
         self.lazy_D = lazy_factor(t.r1_interval, self.r1_enabled)
-        self.opt_G = adam(G.parameters(), self.device, lr=t.lr * self.lazy_G,
+        self.opt_G = adam(G.parameters(), lr=t.lr * self.lazy_G,
                           betas=(t.beta1 ** self.lazy_G, t.beta2 ** self.lazy_G), eps=1e-8)
         self.d_lr_scale = (t.d_lr or t.lr) / t.lr  # D follows lr's schedule at its own level
-        self.opt_D = adam(D.parameters(), self.device, lr=t.lr * self.d_lr_scale * self.lazy_D,
+        self.opt_D = adam(D.parameters(), lr=t.lr * self.d_lr_scale * self.lazy_D,
                           betas=(t.beta1 ** self.lazy_D, t.beta2 ** self.lazy_D), eps=1e-8)
         # fp16 needs loss scaling; one scaler per optimizer so that an overflow in D's
         # backward does not skip G's step (Accelerate's single scaler is shared).

@@ -117,8 +117,8 @@ def test_reduced_precision_step_stays_close_to_fp32(reduced, cpu, monkeypatch):
 
 
 def test_a_checkpoint_from_before_resumes_exactly():
-    """A state written before num_fp16_res and the multi-tensor Adam (no such model key, Adam groups
-    saying foreach None) passes the resume check, loads with this device's Adam, and continues exactly
+    """A state written before num_fp16_res and the fused Adam (no such model key, Adam groups saying
+    fused and foreach None) passes the resume check, loads into the fused Adam, and continues exactly
     as the run that wrote it."""
     import copy
     from training.config import to_dict
@@ -134,7 +134,7 @@ def test_a_checkpoint_from_before_resumes_exactly():
     check_resumable({"model": "stylegan2", "config": config, **old}, task.config, "stylegan2")
     resumed, _ = tiny_task("bf16")
     resumed.load_state_dict(old)
-    assert all(g["foreach"] for opt in (resumed.opt_G, resumed.opt_D) for g in opt.param_groups)
+    assert all(g["fused"] for opt in (resumed.opt_G, resumed.opt_D) for g in opt.param_groups)
     task.train_step(data.batch(1), 1)
     resumed.train_step(data.batch(1), 1)
     for name in ("G", "D", "G_ema"):
