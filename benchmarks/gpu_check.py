@@ -441,7 +441,8 @@ class Check:
         self.begin("train_speed", config="configs/small300.yaml", steps=TRAIN_SPEED_STEPS, warmup=TRAIN_SPEED_WARMUP)
         runs, wanted = [], []
         for index, (label, precision, cuda_ops, compile_) in enumerate(TRAIN_SPEED_RUNS):
-            runs.append({"run": label, "precision": precision, "ops": "cuda" if cuda_ops else "ref", "compile": compile_})
+            runs.append({"run": label, "precision": precision, "ops": "cuda" if cuda_ops else "ref",
+                         "compile": compile_})
             if cuda_ops and not self.ops_cuda:
                 runs[-1].update(status="skipped", reason="the CUDA ops are not in use (see ops_build)")
             else:
