@@ -31,6 +31,7 @@ from training.data import shard
 from training.ema import ema_beta, recompute_batchnorm_statistics, update_ema
 from training.labels import labels_for_indices
 from training.loop import crossed, setup, train
+from training.optim import adam, load_optimizer_state
 from training.seeding import generator, latents_for_indices, randn
 
 BATCHNORM_SAMPLES = 1024  # latents G_ema's BatchNorm statistics are recomputed over before it samples or is saved
@@ -155,8 +156,10 @@ class SAGANTask:
         self.ema_statistics_stale = True
         t = config.train
         # Optimizers stay outside accelerate.prepare: with fp16 each gets its own GradScaler below.
-        self.opt_G = torch.optim.Adam(G.parameters(), lr=t.g_lr, betas=(t.beta1, t.beta2))
-        self.opt_D = torch.optim.Adam(D.parameters(), lr=t.d_lr, betas=(t.beta1, t.beta2))
+        # They are made for parameters already on the device (fused Adam checks that).
+        G, D = G.to(acc.device), D.to(acc.device)
+        self.opt_G = adam(G.parameters(), lr=t.g_lr, betas=(t.beta1, t.beta2))
+        self.opt_D = adam(D.parameters(), lr=t.d_lr, betas=(t.beta1, t.beta2))
         self.G, self.D = acc.prepare(G, D)
         fp16 = config.precision == "fp16"
         self.scaler_G = torch.amp.GradScaler(acc.device.type, enabled=fp16)
@@ -187,17 +190,17 @@ class SAGANTask:
 
     def latents(self, step: int, *purpose) -> torch.Tensor:
         acc, cfg = self.accelerator, self.config
-        z = randn((cfg.train.batch_size, cfg.model.z_dim), cfg.seed, *purpose, step)
-        return shard(z, acc.process_index, acc.num_processes).to(acc.device)
+        z = randn((cfg.train.batch_size, cfg.model.z_dim), cfg.seed, *purpose, step, device=acc.device)
+        return shard(z, acc.process_index, acc.num_processes)
 
     def fake_labels(self, step: int, *purpose) -> torch.Tensor | None:
         """Labels for a batch of fakes, drawn from the training set's (None when unconditional)."""
         if self.data.labels is None:
             return None
         acc, cfg = self.accelerator, self.config
-        rows = torch.randint(len(self.data.labels), (cfg.train.batch_size,),
-                             generator=generator(cfg.seed, "c", *purpose, step))
-        return self.data.labels[shard(rows, acc.process_index, acc.num_processes).to(self.data.labels.device)]
+        rows = torch.randint(len(self.data.labels), (cfg.train.batch_size,), device=acc.device,
+                             generator=generator(cfg.seed, "c", *purpose, step, device=acc.device))
+        return self.data.labels[shard(rows, acc.process_index, acc.num_processes)]
 
     def augment(self, images: torch.Tensor, step: int, purpose: str) -> torch.Tensor:
         acc = self.accelerator
@@ -326,8 +329,8 @@ class SAGANTask:
         if self.G_ema is not None:  # a run that had no EMA starts one from its G
             self.G_ema.load_state_dict(state.get("G_ema", state["G"]))
             self.ema_statistics_stale = True
-        self.opt_G.load_state_dict(state["optimizers"]["G"])
-        self.opt_D.load_state_dict(state["optimizers"]["D"])
+        load_optimizer_state(self.opt_G, state["optimizers"]["G"])
+        load_optimizer_state(self.opt_D, state["optimizers"]["D"])
         for scaler, saved in ((self.scaler_G, state["scalers"]["G"]), (self.scaler_D, state["scalers"]["D"])):
             if saved:  # empty when the run was not fp16: an fp16 resume starts a fresh loss scale
                 scaler.load_state_dict(saved)

@@ -55,6 +55,7 @@ from training.config import BaseConfig, DataConfig, EvalConfig, TrainConfig, che
 from training.data import load_image_full
 from training.images import make_grid, save_png, to_float, to_uint8
 from training.loop import Context, ScalarAverager, finish, model_differences, start, user_errors
+from training.optim import adam, load_optimizer_state
 from training.progress import Progress, write
 from training.seeding import generator, rng_state, set_rng_state
 
@@ -337,8 +338,8 @@ class SinGANTrainer:
 
     def make_optimizers(self):
         t, fp16 = self.config.train, self.config.precision == "fp16"
-        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
-        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
+        self.opt_G = adam(self.G.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
+        self.opt_D = adam(self.D.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
         self.scaler_G = torch.amp.GradScaler(self.device.type, enabled=fp16)
         self.scaler_D = torch.amp.GradScaler(self.device.type, enabled=fp16)
 
@@ -555,8 +556,8 @@ class SinGANTrainer:
             self.G.train().requires_grad_(True)
             self.recon_input = self.reconstruction_input(self.scale)
             self.make_optimizers()
-            self.opt_G.load_state_dict(checkpoint["optimizers"]["G"])
-            self.opt_D.load_state_dict(checkpoint["optimizers"]["D"])
+            load_optimizer_state(self.opt_G, checkpoint["optimizers"]["G"])
+            load_optimizer_state(self.opt_D, checkpoint["optimizers"]["D"])
             self.scaler_G.load_state_dict(checkpoint["scalers"]["G"])
             self.scaler_D.load_state_dict(checkpoint["scalers"]["D"])
         self.accelerator.print(f"resumed from {path} at scale {self.scale} step {self.step}")

@@ -14,8 +14,10 @@ learning rate and betas are corrected for them (StyleGAN2 appendix B).
 Every random number (latents, style-mixing cutoffs, noise maps, augmentation,
 path-length directions) is drawn for the whole global batch from
 training.seeding and sliced per process, so K processes train exactly like one
-and a resumed run exactly like an uninterrupted one. Regularizers run in fp32;
-with fp16 each optimizer has its own loss scaler.
+and a resumed run exactly like an uninterrupted one. With precision bf16 or
+fp16, G's and D's blocks at the model.num_fp16_res highest resolutions run in
+it and everything else in fp32 (nets.stylegan2.reduce_precision); the
+regularizers run in fp32; with fp16 each optimizer has its own loss scaler.
 """
 
 import copy
@@ -31,13 +33,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch
 import torch.nn.functional as F
 
-from nets.stylegan2 import Sampler, build_discriminator, build_generator
+from nets.stylegan2 import Sampler, build_discriminator, build_generator, full_precision, reduce_precision
 from training.augment import AdaptiveAugment, AugmentConfig, diff_augment, parse_policy
 from training.config import BaseConfig, ConfigError, TrainConfig, check, to_dict
 from training.data import shard
 from training.ema import ema_beta, update_ema
 from training.loop import setup, train, user_errors
 from training.labels import LabelEncoding
+from training.optim import adam, load_optimizer_state
 from training.seeding import generator, randn
 from training.vicinity import build_vicinity, draw_targets, fake_labels, real_rows
 
@@ -56,6 +59,8 @@ class StyleGAN2Model:
     conv_clamp: Optional[float] = 256.0   # clamp activations to +-conv_clamp (fp16 safety); null = off
     noise_max_resolution: Optional[int] = None  # G's per-pixel noise only in layers up to this size; 0 = none; null = all
     latent_input: bool = False            # G's 4x4 input mapped from the first style, not a learned constant
+    num_fp16_res: int = 4                 # with precision bf16/fp16: G's and D's blocks at this many highest
+                                          # resolutions (>= 8 px) run in it, the rest in fp32; 0 = all fp32
 
     def validate(self):
         for key in ("z_dim", "w_dim", "mapping_layers", "g_channel_base", "g_channel_max",
@@ -63,6 +68,7 @@ class StyleGAN2Model:
             check(getattr(self, key) >= 1, f"model.{key}", "a positive integer")
         check(self.mapping_lr_multiplier > 0, "model.mapping_lr_multiplier", "a positive number")
         check(self.conv_clamp is None or self.conv_clamp > 0, "model.conv_clamp", "a positive number or null")
+        check(self.num_fp16_res >= 0, "model.num_fp16_res", "an integer >= 0")
         check(self.noise_max_resolution is None or self.noise_max_resolution >= 0, "model.noise_max_resolution",
               "a resolution >= 0 (0: no noise inputs) or null (every layer)")
 
@@ -188,17 +194,21 @@ class StyleGAN2Task:
         config_dict = to_dict(cfg)
         G = build_generator(config_dict).to(self.device)
         D = build_discriminator(config_dict).to(self.device)
-        self.G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+        self.G_ema = copy.deepcopy(G).eval().requires_grad_(False)  # fp32 throughout, like every sampler
+        if cfg.precision != "fp32":  # StyleGAN2-ADA's mixed precision: the high-resolution blocks alone
+            reduced = {"bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
+            reduce_precision(G, reduced, cfg.model.num_fp16_res)
+            reduce_precision(D, reduced, cfg.model.num_fp16_res)
         self.G_plain, self.D_plain = G, D
         self.G, self.D = self._distribute(G), self._distribute(D)
 
         self.lazy_G = lazy_factor(t.pl_interval, self.pl_enabled)
         self.lazy_D = lazy_factor(t.r1_interval, self.r1_enabled)
-        self.opt_G = torch.optim.Adam(G.parameters(), lr=t.lr * self.lazy_G,
-                                      betas=(t.beta1 ** self.lazy_G, t.beta2 ** self.lazy_G), eps=1e-8)
+        self.opt_G = adam(G.parameters(), lr=t.lr * self.lazy_G,
+                          betas=(t.beta1 ** self.lazy_G, t.beta2 ** self.lazy_G), eps=1e-8)
         self.d_lr_scale = (t.d_lr or t.lr) / t.lr  # D follows lr's schedule at its own level
-        self.opt_D = torch.optim.Adam(D.parameters(), lr=t.lr * self.d_lr_scale * self.lazy_D,
-                                      betas=(t.beta1 ** self.lazy_D, t.beta2 ** self.lazy_D), eps=1e-8)
+        self.opt_D = adam(D.parameters(), lr=t.lr * self.d_lr_scale * self.lazy_D,
+                          betas=(t.beta1 ** self.lazy_D, t.beta2 ** self.lazy_D), eps=1e-8)
         # fp16 needs loss scaling; one scaler per optimizer so that an overflow in D's
         # backward does not skip G's step (Accelerate's single scaler is shared).
         self.scalers = {}
@@ -209,7 +219,7 @@ class StyleGAN2Task:
         a = cfg.augment
         self.policy = parse_policy(a.policy)
         self.ada = AdaptiveAugment(t.batch_size, p=a.p, target=a.ada_target, interval=a.ada_interval,
-                                   speed_kimg=a.ada_kimg, p_max=a.ada_p_max) if a.ada else None
+                                   speed_kimg=a.ada_kimg, p_max=a.ada_p_max, device=self.device) if a.ada else None
 
         # Compiled versions of the passes that need no double backward (R1 and PL do, and run eagerly).
         compile_ = torch.compile if t.compile else (lambda module: module)
@@ -246,30 +256,29 @@ class StyleGAN2Task:
     # -- randomness (global batch, then this process's slice) ----------------
 
     def _local(self, x: torch.Tensor) -> torch.Tensor:
-        return shard(x, self.rank, self.world).to(self.device)
+        return shard(x, self.rank, self.world)
 
-    def _device_randn(self, shape, *keys) -> torch.Tensor:
-        """Standard normal numbers for the global batch drawn on the training device (the large draws:
-        noise maps and path-length directions, no host-to-device copy per step), this process's slice.
-        Every process of a run draws the same numbers; a GPU run's differ from a CPU run's."""
-        g = generator(self.config.seed, *keys, device=self.device)
-        return shard(torch.randn(shape, generator=g, device=self.device), self.rank, self.world)
+    def _randn(self, shape, *keys) -> torch.Tensor:
+        """Standard normal numbers for the global batch, drawn on the training device; this process's slice."""
+        return self._local(randn(shape, self.config.seed, *keys, device=self.device))
 
     def _latents(self, purpose: str, step: int, n: int) -> dict:
-        """Generator inputs for `n` global samples: latents, style-mixing cutoffs and noise maps."""
-        cfg, G = self.config, self.G_plain
-        z = self._local(randn((n, G.z_dim), cfg.seed, "z", purpose, step))
-        noise = G.noise_from_flat(self._device_randn((n, G.noise_numel), "noise", purpose, step))
+        """Generator inputs for `n` global samples: latents, style-mixing cutoffs and noise maps,
+        all drawn on the device (no host-to-device copy)."""
+        cfg, G, device = self.config, self.G_plain, self.device
+        z = self._randn((n, G.z_dim), "z", purpose, step)
+        noise = G.noise_from_flat(self._randn((n, G.noise_numel), "noise", purpose, step))
         inputs = {"z": z, "noise": noise}
         if self.data.labels is not None:  # fakes get labels drawn from the training set's label distribution
-            rows = torch.randint(len(self.data.labels), (n,), generator=generator(cfg.seed, "c", purpose, step))
+            rows = torch.randint(len(self.data.labels), (n,), generator=generator(cfg.seed, "c", purpose, step,
+                                                                                 device=device), device=device)
             inputs["c"] = self.data.labels[self._local(rows)]
         if cfg.train.style_mixing > 0:
-            g = generator(cfg.seed, "mixing", purpose, step)
-            cutoff = torch.randint(1, G.num_ws, (n,), generator=g)
-            mixes = torch.rand(n, generator=g) < cfg.train.style_mixing
-            inputs["z_mix"] = self._local(randn((n, G.z_dim), cfg.seed, "z_mix", purpose, step))
-            inputs["mix_cutoff"] = self._local(torch.where(mixes, cutoff, torch.full_like(cutoff, G.num_ws)))
+            g = generator(cfg.seed, "mixing", purpose, step, device=device)
+            cutoff = torch.randint(1, G.num_ws, (n,), generator=g, device=device)
+            mixes = torch.rand(n, generator=g, device=device) < cfg.train.style_mixing
+            inputs["z_mix"] = self._randn((n, G.z_dim), "z_mix", purpose, step)
+            inputs["mix_cutoff"] = self._local(torch.where(mixes, cutoff, G.num_ws))
         return inputs
 
     def _vicinal_batch(self, step: int) -> dict:
@@ -281,13 +290,14 @@ class StyleGAN2Task:
         reals = real_rows(v, table, targets, rows, seed, "D", step)
         near = fake_labels(v, targets, seed, "D", step)
         fake_inputs = self._latents("D", step, self.batch)
-        fake_inputs["c"] = self._local(near)
+        local = lambda x: self._local(x).to(self.device)  # noqa: E731  (the vicinity draws on the host)
+        fake_inputs["c"] = local(near)
 
         def normalized(weights: torch.Tensor) -> torch.Tensor:  # local losses x these, summed = the global mean
-            return self._local(weights / weights.sum() * self.world)
+            return local(weights / weights.sum() * self.world)
 
         return {"real": self.data.take(reals, self.rank, self.world, "vicinity/flips", step),
-                "real_labels": self._local(targets), "fake_inputs": fake_inputs, "fake_scored_at": self._local(targets),
+                "real_labels": local(targets), "fake_inputs": fake_inputs, "fake_scored_at": local(targets),
                 "real_weights": normalized(v.weights(table.cpu()[reals], targets)),
                 "fake_weights": normalized(v.weights(near, targets))}
 
@@ -321,7 +331,7 @@ class StyleGAN2Task:
 
     def d_step(self, real: torch.Tensor, step: int) -> dict:
         """D's update of one step (and its lazy R1 when due); returns its logs."""
-        t, autocast, logs = self.config.train, self.accelerator.autocast, {}
+        t, logs = self.config.train, {}
         # D: non-saturating logistic loss on augmented reals and fakes.
         self.D_plain.requires_grad_(True)
         if self.vicinity is None:
@@ -332,11 +342,10 @@ class StyleGAN2Task:
             batch = self._vicinal_batch(step)
             real, real_labels, fake_inputs, fake_scored_at = (batch[k] for k in ("real", "real_labels", "fake_inputs",
                                                                                  "fake_scored_at"))
-        with torch.no_grad(), autocast():
+        with torch.no_grad():
             fake = self.G_fake(**fake_inputs)
-        with autocast():
-            fake_logits = self.D_main(self._augment(fake, "D/fake", step), fake_scored_at).float()
-            real_logits = self.D_main(self._augment(real, "D/real", step), real_labels).float()
+        fake_logits = self.D_main(self._augment(fake, "D/fake", step), fake_scored_at)
+        real_logits = self.D_main(self._augment(real, "D/real", step), real_labels)
         if self.vicinity is None:
             loss_D = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
         else:
@@ -350,7 +359,8 @@ class StyleGAN2Task:
 
         # D: lazy R1 on (augmented) reals, fp32, weighted by its interval.
         if self.r1_enabled and step % t.r1_interval == 0:
-            r1, logits = r1_penalty(self.D, real, lambda x: self._augment(x, "D/r1", step), real_labels)
+            with full_precision(self.D_plain):
+                r1, logits = r1_penalty(self.D, real, lambda x: self._augment(x, "D/r1", step), real_labels)
             # logits * 0 keeps every D parameter in the graph, as DDP requires.
             loss = (r1.mean() * (t.r1_gamma / 2) + logits.mean() * 0) * t.r1_interval
             self._update("D", loss)
@@ -359,7 +369,6 @@ class StyleGAN2Task:
 
     def train_step(self, real: torch.Tensor, step: int) -> dict:
         t = self.config.train
-        autocast = self.accelerator.autocast
         lr = self.lr_at(step)
         for opt, c in ((self.opt_G, self.lazy_G), (self.opt_D, self.lazy_D * self.d_lr_scale)):
             for group in opt.param_groups:
@@ -371,11 +380,10 @@ class StyleGAN2Task:
         self.D_plain.requires_grad_(False)
         inputs = self._latents("G", step, self.batch)
         if self.vicinity is not None:  # G learns at noisy labels: between the training frames' values
-            inputs["c"] = self._local(draw_targets(self.vicinity, self.data.labels, self.batch, self.config.seed, "G",
-                                                   step)[0])
-        with autocast():
-            fake, ws = self.G_main(**inputs, return_ws=True)
-            logits = self.D_frozen(self._augment(fake, "G/fake", step), inputs.get("c")).float()
+            targets = draw_targets(self.vicinity, self.data.labels, self.batch, self.config.seed, "G", step)[0]
+            inputs["c"] = self._local(targets).to(self.device)
+        fake, ws = self.G_main(**inputs, return_ws=True)
+        logits = self.D_frozen(self._augment(fake, "G/fake", step), inputs.get("c"))
         loss_G = F.softplus(-logits).mean()
         self._update("G", loss_G)
         self.G_plain.mapping.track_w_avg(self._mean_over_processes(ws[:, 0].detach().float().mean(0)))
@@ -383,10 +391,11 @@ class StyleGAN2Task:
 
         # G: lazy path-length regularization on a smaller batch, fp32, weighted by its interval.
         if self.pl_enabled and step % t.pl_interval == 0:
-            fake, ws = self.G(**self._latents("PL", step, self.pl_batch), return_ws=True)
-            c, h, w = fake.shape[1:]
-            directions = self._device_randn((self.pl_batch, c, h, w), "pl", step) / math.sqrt(h * w)
-            lengths = path_lengths(fake, ws, directions)
+            with full_precision(self.G_plain):
+                fake, ws = self.G(**self._latents("PL", step, self.pl_batch), return_ws=True)
+                c, h, w = fake.shape[1:]
+                directions = self._randn((self.pl_batch, c, h, w), "pl", step) / math.sqrt(h * w)
+                lengths = path_lengths(fake, ws, directions)
             self.pl_mean = self.pl_mean.lerp(self._mean_over_processes(lengths.detach().mean()), t.pl_decay)
             penalty = (lengths - self.pl_mean).square()
             # fake * 0 keeps every G parameter in the graph, as DDP requires.
@@ -425,8 +434,8 @@ class StyleGAN2Task:
         self.G_plain.load_state_dict(state["G"])
         self.G_ema.load_state_dict(state["G_ema"])
         self.D_plain.load_state_dict(state["D"])
-        self.opt_G.load_state_dict(state["optimizers"]["G"])
-        self.opt_D.load_state_dict(state["optimizers"]["D"])
+        load_optimizer_state(self.opt_G, state["optimizers"]["G"])
+        load_optimizer_state(self.opt_D, state["optimizers"]["D"])
         self.pl_mean = state["pl_mean"].to(self.device)
         if self.ada is not None and "sign_sum" in state["augment"]:
             self.ada.load_state_dict(state["augment"])

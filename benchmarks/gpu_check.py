@@ -11,13 +11,18 @@ box, cut to what the budget has left so that a slow step cannot eat the rest:
    driver, the Python packages the project uses (missing ones named);
 2. ops_build: build of the CUDA ops into a fresh cache (its time), their
    first-use check against the reference, and whether ops called on GPU
-   tensors really launch the kernels (kernel names seen by the profiler);
+   tensors really launch the kernels (kernel names seen by the profiler).
+   TORCH_CUDA_ARCH_LIST is cut to what the GPU runs; a build its time box cuts
+   leaves its .failed marker; when the ops are not in use, every later step
+   runs with SMALLGAN_OPS_IMPL=ref instead of building again in its own box;
 3. gpu_tests: `pytest tests -k "(gpu or fp16) and not gpu_check"`, pass/fail per test;
 4. ops_speed: benchmarks/ops_speed.py, CUDA vs reference, forward+backward,
    float32/float16/bfloat16;
-5. train_speed: benchmarks/train_speed.py on configs/small300.yaml, fp32,
-   bf16, fp16 with the CUDA ops, fp32 and bf16 without them, and bf16 with
-   train.compile, as time allows;
+5. train_speed: benchmarks/train_speed.py's measurement on configs/small300.yaml,
+   fp32, bf16, fp16 with the CUDA ops, fp32 and bf16 without them, and bf16
+   with train.compile, all in one process (one cold start), as time allows,
+   each row with the host-to-device copies and host synchronizations of a
+   step (training/transfers.py);
 6. training: small300 on builtin:particles for the minutes left, in bf16
    (fp16 when it measured faster with finite losses);
 7. samples: from the training's last checkpoint, 5000 PNGs (sample i from
@@ -86,6 +91,9 @@ TRAIN_SPEED_RUNS = [
     ("bf16, train.compile", "bf16", True, True),
 ]
 TRAIN_SPEED_STEPS, TRAIN_SPEED_WARMUP = 64, 16  # multiples of the lazy R1 (8) and path-length (4) intervals
+TRAIN_SPEED_BOX_S = {False: 45, True: 180}  # seconds per variant, by train.compile (G and D compile in a minute+)
+TRAIN_SPEED_KEYS = ("img_per_s", "sec_per_kimg", "peak_mem_mb", "losses_finite", "ops_impl", "batch_size", "params_G",
+                    "params_D", "host_to_device_per_step", "syncs_per_step", "seconds")
 NUM_SAMPLES = 5000
 PART_BYTES = 15 * 2**20  # under the 16 MiB a file may have to come back from the GPU machine
 REQUIRED_PACKAGES = ["torch", "accelerate", "tensorboard", "pyyaml", "ninja", "numpy", "scipy", "pillow", "tqdm",
@@ -206,6 +214,20 @@ def _stop_on_signal(signum, frame):
     if _running is not None:
         _kill_group(_running)
     raise SystemExit(128 + signum)
+
+
+def json_lines(text: str) -> list[dict]:
+    """Every line of text that is one JSON object, in order."""
+    found = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                value = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                found.append(value)
+    return found
 
 
 def last_json(text: str):
@@ -357,6 +379,9 @@ class Check:
         self.ops_cuda = bool(result.get("cuda_path_used"))
         status = outcome.status() if outcome.status() != "ok" or self.ops_cuda else "failed"
         reason = result.get("error") or ("" if outcome.ok else f"exit {outcome.returncode}: {_last_line(outcome)}")
+        if not self.ops_cuda:  # the later steps' processes would each try the build again inside their own boxes
+            self.env["SMALLGAN_OPS_IMPL"] = "ref"
+            result["later_steps"] = "SMALLGAN_OPS_IMPL=ref"
         self.end("ops_build", status, **result, **({"reason": reason} if reason else {}))
 
     def gpu_tests(self) -> None:
@@ -414,31 +439,32 @@ class Check:
         if importlib.util.find_spec("accelerate") is None:
             return self.skip("train_speed", "accelerate is not installed")
         self.begin("train_speed", config="configs/small300.yaml", steps=TRAIN_SPEED_STEPS, warmup=TRAIN_SPEED_WARMUP)
-        runs = []
-        for label, precision, cuda_ops, compile_ in TRAIN_SPEED_RUNS:
-            row = {"run": label, "precision": precision, "ops": "cuda" if cuda_ops else "ref", "compile": compile_}
-            runs.append(row)
-            timeout = self.box(240 if compile_ else 90)
+        runs, wanted = [], []
+        for index, (label, precision, cuda_ops, compile_) in enumerate(TRAIN_SPEED_RUNS):
+            runs.append({"run": label, "precision": precision, "ops": "cuda" if cuda_ops else "ref",
+                         "compile": compile_})
             if cuda_ops and not self.ops_cuda:
-                row.update(status="skipped", reason="the CUDA ops are not in use (see ops_build)")
-            elif timeout < (120 if compile_ else 20):  # compiling G and D alone takes a minute or more
-                row.update(status="skipped", reason=f"budget: {max(timeout, 0):.0f} s left for it")
+                runs[-1].update(status="skipped", reason="the CUDA ops are not in use (see ops_build)")
             else:
-                env = dict(self.env, **({} if cuda_ops else {"SMALLGAN_OPS_IMPL": "ref"}))
-                cmd = self.python("benchmarks/train_speed.py", "--config", CONFIG, "--steps", str(TRAIN_SPEED_STEPS),
-                                  "--warmup", str(TRAIN_SPEED_WARMUP), f"precision={precision}",
-                                  f"train.compile={str(compile_).lower()}")
-                outcome = self.boxed("train_speed", cmd, timeout, env=env,
-                                     log_name="train_speed_" + re.sub(r"\W+", "_", label).strip("_"))
-                result = last_json(outcome.output) if outcome.ok else None
-                if result is None:
-                    row.update(status=outcome.status(), reason=_last_line(outcome))
-                else:
-                    row.update(status="ok", **{k: result.get(k) for k in (
-                        "img_per_s", "sec_per_kimg", "peak_mem_mb", "losses_finite", "ops_impl", "batch_size",
-                        "params_G", "params_D")}, wall_s=round(outcome.seconds, 1))
-            self.report.step("train_speed")["runs"] = runs
-            self.report.save()
+                wanted.append(index)
+        # Every variant in one process: the imports, CUDA context and data come up once, not once per variant.
+        timeout = self.box(60 + sum(TRAIN_SPEED_BOX_S[TRAIN_SPEED_RUNS[i][3]] for i in wanted))
+        if wanted and timeout >= MIN_STEP_S:
+            cmd = self.python(SCRIPT, "--probe-train-speed", ",".join(str(i) for i in wanted))
+            outcome = self.boxed("train_speed", cmd, timeout)
+            measured = {row.get("run"): row for row in json_lines(outcome.output)}
+        else:
+            outcome, measured = None, {}
+        for index in wanted:
+            row, result = runs[index], measured.get(runs[index]["run"])
+            if outcome is None:
+                row.update(status="skipped", reason=f"budget: {max(timeout, 0):.0f} s left for the variants")
+            elif result is None:
+                row.update(status="timeout" if outcome.timed_out else outcome.status(), reason=_last_line(outcome))
+            elif "error" in result:
+                row.update(status="failed", reason=result["error"])
+            else:
+                row.update(status="ok", **{key: result.get(key) for key in TRAIN_SPEED_KEYS})
         ok = [r for r in runs if r["status"] == "ok"]
         self.end("train_speed", "ok" if ok else "failed", runs=runs)
 
@@ -478,11 +504,9 @@ class Check:
         shutil.rmtree(run_dir, ignore_errors=True)
         overrides = [f"out_dir={run_dir}", f"precision={precision}", f"train.kimg={kimg}", "eval.every_kimg=0",
                      f"train.checkpoint_every_kimg={every}", f"train.sample_every_kimg={every}"]
-        env = dict(self.env, **({} if self.ops_cuda else {"SMALLGAN_OPS_IMPL": "ref"}))
         self.begin("training", precision=precision, why=why, kimg_planned=kimg, overrides=overrides,
                    ops="cuda" if self.ops_cuda else "ref")
-        outcome = self.boxed("training", self.python("train_stylegan2.py", "--config", CONFIG, *overrides),
-                             seconds, env=env)
+        outcome = self.boxed("training", self.python("train_stylegan2.py", "--config", CONFIG, *overrides), seconds)
         checkpoint = os.path.join(run_dir, "checkpoints", "last.pt")
         has_checkpoint = os.path.isfile(checkpoint)
         status = "ok" if outcome.ok else ("timeout" if outcome.timed_out and has_checkpoint else outcome.status())
@@ -556,6 +580,17 @@ def parse_pytest(output: str, junit_path: str) -> dict:
 # Probes, each run in its own process by the steps above.
 
 
+class TimeBoxExceeded(Exception):
+    """run_boxed's SIGTERM, raised where the process is (inside a build: ops._build writes its .failed marker)."""
+
+
+def leave_failed_marker_at_time_box() -> None:
+    """A build cut by its time box then counts as a failed build, so the steps after it do not start it again."""
+    def stop(signum, frame):
+        raise TimeBoxExceeded("cut by gpu_check's time box")
+    signal.signal(signal.SIGTERM, stop)
+
+
 def probe_ops() -> dict:
     """Builds the ops (timed), runs their first-use check, and sees which
     kernels a forward+backward of the public ops launches."""
@@ -564,6 +599,7 @@ def probe_ops() -> dict:
     import ops
     from ops import _build, _dispatch, _selfcheck
 
+    leave_failed_marker_at_time_box()
     result = {"cache": _build.cache_root()}
     start = time.perf_counter()
     try:
@@ -594,6 +630,36 @@ def probe_ops() -> dict:
     except Exception as e:  # a profiler without CUPTI: the dispatch answer above still stands
         result["kernels_seen"] = f"profiler unavailable ({type(e).__name__}: {e})"
     return result
+
+
+def probe_train_speed(indices: list[int], config: str = CONFIG, steps: int = TRAIN_SPEED_STEPS,
+                      warmup: int = TRAIN_SPEED_WARMUP) -> None:
+    """Times the TRAIN_SPEED_RUNS variants at `indices` one after the other in this process, printing one
+    JSON line each as it finishes ({"run", "seconds", train_speed's keys} or {"run", "error"})."""
+    import gc
+
+    import torch
+    from accelerate.state import AcceleratorState
+
+    from benchmarks import train_speed
+
+    module = train_speed.script_module("train_stylegan2.py")
+    for index in indices:
+        label, precision, cuda_ops, compile_ = TRAIN_SPEED_RUNS[index]
+        os.environ["SMALLGAN_OPS_IMPL"] = "auto" if cuda_ops else "ref"  # read at every op call
+        start = time.monotonic()
+        try:
+            result = train_speed.measure(module, config, [f"precision={precision}",
+                                                          f"train.compile={str(compile_).lower()}"], steps, warmup)
+            row = {"run": label, "seconds": round(time.monotonic() - start, 1), **result}
+        except Exception as e:  # one variant's failure (an fp16 overflow, a compile error) is its row's
+            row = {"run": label, "error": f"{type(e).__name__}: {e}"[:300]}
+        print(json.dumps(row), flush=True)
+        AcceleratorState._reset_state(reset_partial_state=True)  # the next variant's precision
+        torch._dynamo.reset()
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def export_samples(run_dir: str, out_dir: str, num_samples: int = NUM_SAMPLES) -> dict:
@@ -709,7 +775,8 @@ def _environment_lines(e: dict) -> list[str]:
 
 
 def _ops_build_lines(e: dict) -> list[str]:
-    keys = ["arch_list", "built", "build_s", "self_check", "self_check_s", "cuda_path_used", "kernels_seen", "error"]
+    keys = ["arch_list", "built", "build_s", "self_check", "self_check_s", "cuda_path_used", "kernels_seen", "error",
+            "later_steps"]
     return [f"- {k}: {e[k]}" for k in keys if k in e]
 
 
@@ -731,13 +798,15 @@ def _ops_speed_lines(e: dict) -> list[str]:
 
 
 def _train_speed_lines(e: dict) -> list[str]:
-    lines = ["| run | img/s | sec/kimg | peak MiB | losses finite | ops |", "| --- | ---: | ---: | ---: | --- | --- |"]
+    lines = ["| run | img/s | sec/kimg | peak MiB | losses finite | ops | H2D copies / step | syncs / step |",
+             "| --- | ---: | ---: | ---: | --- | --- | ---: | ---: |"]
     for r in e.get("runs", []):
         if r.get("status") == "ok":
             lines.append(f"| {r['run']} | {r['img_per_s']} | {r['sec_per_kimg']} | {r['peak_mem_mb']} | "
-                         f"{r['losses_finite']} | {r.get('ops_impl')} |")
+                         f"{r['losses_finite']} | {r.get('ops_impl')} | {r.get('host_to_device_per_step')} | "
+                         f"{r.get('syncs_per_step')} |")
         else:
-            lines.append(f"| {r['run']} | {r.get('status')}: {r.get('reason', '')} | | | | |")
+            lines.append(f"| {r['run']} | {r.get('status')}: {r.get('reason', '')} | | | | | | |")
     return lines
 
 
@@ -775,9 +844,13 @@ def main(argv=None) -> int:
     # Internal: the steps run these in their own processes.
     parser.add_argument("--probe-ops", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--export-samples", metavar="RUN_DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--probe-train-speed", metavar="INDICES", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.probe_ops:
         print(json.dumps(probe_ops()))
+        return 0
+    if args.probe_train_speed:
+        probe_train_speed([int(i) for i in args.probe_train_speed.split(",")])
         return 0
     if not args.out:
         parser.error("--out is required")

@@ -12,13 +12,18 @@ class accepts the YAML. Its task is built exactly as the script builds it
 StyleGAN2: D, lazy R1, G, lazy path length, EMA), so use a multiple of the
 lazy intervals. Prints one JSON object on the last line of stdout:
 
-    {"img_per_s", "sec_per_kimg", "peak_mem_mb", "params_G", "params_D", "losses_finite", ...context}
+    {"img_per_s", "sec_per_kimg", "peak_mem_mb", "params_G", "params_D", "losses_finite",
+     "host_to_device_per_step", "syncs_per_step", ...context}
 
 peak_mem_mb is the peak CUDA memory allocated on a GPU and the peak resident
 memory of the process on a CPU (`peak_mem_kind` says which). losses_finite
 says whether the losses last logged (the lazy penalties' at their last step)
 were all finite (fp16 overflow shows there); on a GPU, ops_impl says whether the custom ops ran their CUDA kernels
 or fell back to the reference (SMALLGAN_OPS_IMPL=ref, failed build or check).
+host_to_device_per_step and syncs_per_step are counted by training.transfers over
+PROFILED_STEPS untimed steps after the timed ones (one process's; a whole lazy
+cycle when the intervals allow), the counter also running through the warm-up so
+that it knows the optimizers' host-side state.
 """
 
 import os
@@ -44,6 +49,7 @@ import torch
 from training.config import BaseConfig, ConfigError, build_config, exit_with_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROFILED_STEPS = 4
 
 
 def script_module(path: str):
@@ -117,27 +123,37 @@ def main(argv=None) -> None:
         exit_with_error("--steps must be >= 1 and --warmup >= 0")
     try:
         module = script_module(args.script or find_script(args.config, args.overrides))
-        task_cls, config_cls = task_class(module), config_class(module)
+        result = measure(module, args.config, args.overrides, args.steps, args.warmup)
     except ConfigError as e:
         exit_with_error(str(e))
+    if result is not None:
+        print(json.dumps(result))
 
+
+def measure(module, config_path: str, overrides: list[str], steps: int, warmup: int) -> dict | None:
+    """Build `module`'s task from the config exactly as its script does and time it (time_steps);
+    the result on the main process, None on the others. Any number of calls share one process
+    (benchmarks/gpu_check.py times every variant in one)."""
+    task_cls, config_cls = task_class(module), config_class(module)
     from training.loop import setup, user_errors
 
     out_dir = tempfile.mkdtemp(prefix="train_speed-")
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     try:
         # Everything but the result goes to stderr, so stdout is one JSON line.
         with contextlib.redirect_stdout(sys.stderr):
-            ctx = setup(config_cls, module.__doc__, ["--config", args.config, *args.overrides, f"out_dir={out_dir}"])
+            ctx = setup(config_cls, module.__doc__, ["--config", config_path, *overrides, f"out_dir={out_dir}"])
             with user_errors():
                 task = task_cls(ctx)
-            result = time_steps(ctx, task, args.steps, args.warmup)
-        if ctx.accelerator.is_main_process:
-            print(json.dumps(result))
+            result = time_steps(ctx, task, steps, warmup)
+        main_process = ctx.accelerator.is_main_process
         ctx.accelerator.wait_for_everyone()
         ctx.run.close()
         ctx.accelerator.end_training()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+        return result if main_process else None
     finally:
         if int(os.environ.get("RANK", "0")) == 0:
             shutil.rmtree(out_dir, ignore_errors=True)
@@ -148,13 +164,16 @@ def time_steps(ctx, task, steps: int, warmup: int) -> dict:
     rank, world = accelerator.process_index, accelerator.num_processes
     cuda = accelerator.device.type == "cuda"
 
+    from training.transfers import HostTransfers
     last_logs = {}
+    transfers = HostTransfers(accelerator.device)
 
     def run(step: int) -> None:
         last_logs.update(task.train_step(ctx.data.batch(step, rank, world), step) or {})
 
-    for step in range(warmup):
-        run(step)
+    with transfers:
+        for step in range(warmup):
+            run(step)
     if cuda:
         torch.cuda.synchronize()
     accelerator.wait_for_everyone()
@@ -165,6 +184,11 @@ def time_steps(ctx, task, steps: int, warmup: int) -> dict:
         torch.cuda.synchronize()
     accelerator.wait_for_everyone()
     seconds = time.perf_counter() - start
+    counted_before = len(transfers.events)
+    with transfers:
+        for step in range(warmup + steps, warmup + steps + PROFILED_STEPS):
+            run(step)
+    counted = transfers.events[counted_before:]
 
     images = steps * config.train.batch_size
     params = count_parameters(task, accelerator)
@@ -184,6 +208,8 @@ def time_steps(ctx, task, steps: int, warmup: int) -> dict:
         "params_G": params["G"],
         "params_D": params["D"],
         "losses_finite": bool(all(torch.isfinite(v).all() for v in losses)),
+        "host_to_device_per_step": sum(kind == "to_device" for kind, _, _ in counted) / PROFILED_STEPS,
+        "syncs_per_step": sum(kind == "sync" for kind, _, _ in counted) / PROFILED_STEPS,
         **extra,
         "peak_mem_kind": kind,
         "model": task.name,

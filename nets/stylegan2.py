@@ -9,6 +9,13 @@ learning rate (stored at unit scale, multiplied by 1/sqrt(fan_in) when used).
 Resampling and the fused bias/activation/clamp go through `ops`, which runs
 CUDA kernels on a GPU and the PyTorch reference elsewhere.
 
+Mixed precision is StyleGAN2-ADA's: `reduce_precision(network, dtype, num_res)`
+runs the blocks of the highest resolutions (not below 8x8) in bf16 or fp16;
+the mapping network, the styles, the demodulation coefficients, toRGB and the
+accumulated image, fromRGB and D's 4x4 epilogue stay in fp32, and modulated
+convolutions pre-normalize weights and styles before going to reduced
+precision. Networks are built in fp32 everywhere (samplers, evaluation).
+
 The file reads top to bottom: layers, then G, then D, then the sampler the
 evaluation tools load checkpoints with.
 
@@ -17,6 +24,7 @@ evaluation tools load checkpoints with.
     logits = build_discriminator(config_dict)(images)   # [B]
 """
 
+import contextlib
 import math
 
 import numpy as np
@@ -30,6 +38,8 @@ from training.seeding import generator, latents_for_indices
 
 RESAMPLE_FILTER = (1, 3, 3, 1)  # binomial FIR filter for up- and downsampling
 LRELU_GAIN = math.sqrt(2)
+REDUCED_DTYPES = (torch.float16, torch.bfloat16)
+MIN_REDUCED_RESOLUTION = 8  # blocks below this size stay in fp32 whatever num_res says (StyleGAN2-ADA's rule)
 
 
 # ---------------------------------------------------------------------------
@@ -124,6 +134,11 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     precise = torch.promote_types(weight.dtype, torch.float32)
     with torch.autocast(device_type=x.device.type, enabled=False):
         styles, weight = styles.to(precise), weight.to(precise)
+        if demodulate and x.dtype in REDUCED_DTYPES:
+            # Bring both to at most 1 in magnitude before they meet the activations in reduced precision, so
+            # nothing overflows there; demodulation divides the per-sample, per-output scale out again.
+            weight = weight / weight.abs().amax(dim=[1, 2, 3], keepdim=True)
+            styles = styles / styles.abs().amax(dim=1, keepdim=True)
         dcoefs = None
         if demodulate:
             # |w_b[o]|^2 = sum_i s_b[i]^2 sum_k w[o, i, k]^2, without forming per-sample weights.
@@ -279,6 +294,7 @@ class SynthesisBlock(nn.Module):
                                         SynthesisLayer(out_channels, out_channels, **layer)])
         self.torgb = ToRGB(out_channels, img_channels, w_dim, conv_clamp=conv_clamp)
         self.register_buffer("resample_filter", ops.setup_filter(RESAMPLE_FILTER), persistent=False)
+        self.dtype = torch.float32  # of the convolutions; see reduce_precision
 
     def forward(self, x, img, ws, noise, noise_mode, fused):
         """ws: [B, len(convs) + 1, w_dim] (the last one feeds toRGB); noise: one map or None per conv."""
@@ -287,9 +303,10 @@ class SynthesisBlock(nn.Module):
             x = self.input(ws[:, 0]).reshape(ws.shape[0], -1, size, size)
         elif self.is_first:
             x = self.const[None].expand(ws.shape[0], -1, -1, -1)
+        x = x.to(self.dtype)
         for i, conv in enumerate(self.convs):
             x = conv(x, ws[:, i], noise=noise[i], noise_mode=noise_mode, fused=fused)
-        y = self.torgb(x, ws[:, len(self.convs)], fused=fused)
+        y = self.torgb(x.float(), ws[:, len(self.convs)], fused=fused)  # toRGB and the image in fp32
         img = y if img is None else ops.upsample2d(img, self.resample_filter) + y.to(img.dtype)
         return x, img
 
@@ -403,8 +420,10 @@ class DiscriminatorBlock(nn.Module):
         self.conv0 = Conv2dLayer(in_channels, in_channels, 3, activation="lrelu", conv_clamp=conv_clamp)
         self.conv1 = Conv2dLayer(in_channels, out_channels, 3, activation="lrelu", down=2, conv_clamp=conv_clamp)
         self.skip = Conv2dLayer(in_channels, out_channels, 1, bias=False, down=2)
+        self.dtype = torch.float32  # see reduce_precision
 
     def forward(self, x):
+        x = x.to(self.dtype)
         # sqrt(1/2) on both branches keeps the variance of their sum.
         y = self.skip(x, gain=math.sqrt(0.5))
         x = self.conv1(self.conv0(x), gain=math.sqrt(0.5))
@@ -430,7 +449,7 @@ class Discriminator(nn.Module):
         log2 = int(np.log2(resolution))
         if resolution < 4 or 2 ** log2 != resolution:
             raise ValueError(f"resolution must be a power of two >= 4, got {resolution}")
-        self.mbstd_group_size = mbstd_group_size
+        self.resolution, self.mbstd_group_size = resolution, mbstd_group_size
         ch = [channels_at(2 ** i, channel_base, channel_max) for i in range(log2 + 1)]  # ch[i]: at 2**i
         self.fromrgb = Conv2dLayer(img_channels, ch[log2], 1, activation="lrelu", conv_clamp=conv_clamp)
         self.blocks = nn.ModuleList([DiscriminatorBlock(ch[i], ch[i - 1], conv_clamp)
@@ -448,12 +467,51 @@ class Discriminator(nn.Module):
         x = self.fromrgb(img)
         for block in self.blocks:
             x = block(x)
-        x = self.conv(minibatch_std(x, self.mbstd_group_size))
+        x = self.conv(minibatch_std(x.float(), self.mbstd_group_size))  # the 4x4 epilogue in fp32
         x = self.out(self.fc(x.flatten(1)))
         if not self.c_dim:
             return x[:, 0]
         cmap = self.label_mapping(normalize_2nd_moment(self.embed(c.float())))
-        return (x.float() * cmap).sum(dim=1) / math.sqrt(self.cmap_dim)
+        return (x * cmap).sum(dim=1) / math.sqrt(self.cmap_dim)
+
+
+# ---------------------------------------------------------------------------
+# Mixed precision
+
+
+def reduced_precision_blocks(network: "Generator | Discriminator", num_res: int) -> list[nn.Module]:
+    """The blocks of the `num_res` highest resolutions, none below MIN_REDUCED_RESOLUTION: G's synthesis
+    blocks by output size, D's blocks by input size (StyleGAN2-ADA's num_fp16_res)."""
+    if isinstance(network, Generator):
+        sized = zip(network.synthesis.resolutions, network.synthesis.blocks)
+    else:
+        sized = ((network.resolution >> k, block) for k, block in enumerate(network.blocks))
+    lowest = max(network.resolution >> max(num_res - 1, 0), MIN_REDUCED_RESOLUTION) if num_res > 0 else math.inf
+    return [block for resolution, block in sized if resolution >= lowest]
+
+
+def reduce_precision(network: "Generator | Discriminator", dtype: torch.dtype, num_res: int) -> list[nn.Module]:
+    """Run the convolutions of `network`'s `num_res` highest-resolution blocks in `dtype` (bf16 or fp16);
+    everything else stays fp32. The weights stay fp32 (they are cast per use). Returns the blocks."""
+    blocks = reduced_precision_blocks(network, num_res)
+    for block in blocks:
+        block.dtype = dtype
+    return blocks
+
+
+@contextlib.contextmanager
+def full_precision(*networks: nn.Module):
+    """Every block of `networks` in fp32 inside (StyleGAN2's regularizers, whose double backward runs in fp32)."""
+    blocks = [m for network in networks for m in network.modules() if isinstance(m, (SynthesisBlock,
+                                                                                     DiscriminatorBlock))]
+    dtypes = [block.dtype for block in blocks]
+    for block in blocks:
+        block.dtype = torch.float32
+    try:
+        yield
+    finally:
+        for block, dtype in zip(blocks, dtypes):
+            block.dtype = dtype
 
 
 # ---------------------------------------------------------------------------

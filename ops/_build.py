@@ -87,11 +87,12 @@ def find_cuda_home() -> str | None:
 
 
 def default_arch_list() -> str:
-    """$TORCH_CUDA_ARCH_LIST, else the architecture of the current GPU."""
+    """$TORCH_CUDA_ARCH_LIST cut to the entries that run on the current GPU (the others would only
+    lengthen the build), else the architecture of the current GPU."""
+    capability = torch.cuda.get_device_capability()
     if os.environ.get("TORCH_CUDA_ARCH_LIST"):
-        return os.environ["TORCH_CUDA_ARCH_LIST"]
-    major, minor = torch.cuda.get_device_capability()
-    return f"{major}.{minor}"
+        return runnable_arch_list(os.environ["TORCH_CUDA_ARCH_LIST"], capability)
+    return "{}.{}".format(*capability)
 
 
 def parse_arch_list(arch_list: str) -> list[tuple[int, int, str, bool]]:
@@ -121,20 +122,32 @@ def arch_flags(arch_list: str) -> list[str]:
     return flags
 
 
+def runs_on(entry: tuple[int, int, str, bool], capability: tuple[int, int]) -> bool:
+    """Whether code built for one parse_arch_list entry runs on a GPU of compute `capability`:
+    machine code for X.Y runs on X.Z with Z >= Y ('a' code only on X.Y itself); PTX for X.Y is
+    compiled by the driver for any later GPU."""
+    arch_major, arch_minor, suffix, ptx = entry
+    major, minor = capability
+    if ptx and (arch_major, arch_minor) <= (major, minor):
+        return True
+    return arch_major == major and (arch_minor == minor or (arch_minor < minor and suffix != "a"))
+
+
+def runnable_arch_list(arch_list: str, capability: tuple[int, int]) -> str:
+    """The entries of `arch_list` that run on `capability` ('8.0;9.0+PTX' on 9.0 -> '9.0+PTX'); all of
+    it when none does, so that check_arch_list names the problem."""
+    kept = [f"{major}.{minor}{suffix}{'+PTX' if ptx else ''}" for major, minor, suffix, ptx
+            in parse_arch_list(arch_list) if runs_on((major, minor, suffix, ptx), capability)]
+    return ";".join(kept) if kept else arch_list
+
+
 def check_arch_list(arch_list: str, capability: tuple[int, int]) -> None:
     """Raises BuildUnavailable when nothing built for `arch_list` can run on a
-    GPU of compute `capability`, instead of a build whose every launch fails
-    with "no kernel image is available for execution on the device".
-
-    Machine code for X.Y runs on X.Z with Z >= Y ('a' code only on X.Y
-    itself); PTX for X.Y is compiled by the driver for any later GPU.
-    """
+    GPU of compute `capability` (see runs_on), instead of a build whose every launch fails
+    with "no kernel image is available for execution on the device"."""
+    if any(runs_on(entry, capability) for entry in parse_arch_list(arch_list)):
+        return
     major, minor = capability
-    for arch_major, arch_minor, suffix, ptx in parse_arch_list(arch_list):
-        if ptx and (arch_major, arch_minor) <= (major, minor):
-            return
-        if arch_major == major and (arch_minor == minor or (arch_minor < minor and suffix != "a")):
-            return
     raise BuildUnavailable(
         f"TORCH_CUDA_ARCH_LIST={arch_list!r} has no code that runs on this GPU (compute capability "
         f"{major}.{minor}); add '{major}.{minor}' to it or unset it"

@@ -11,12 +11,14 @@ import sys
 import time
 import zipfile
 
+import pytest
 import torch
 
 import nets
 from benchmarks import gpu_check
 from eval import generate
 from nets.stylegan2 import build_generator
+from ops import _build
 from plumbing import ROOT, run_script
 from train_stylegan2 import StyleGAN2Config
 from training.checkpoint import load_checkpoint, save_checkpoint
@@ -128,3 +130,51 @@ def test_sample_export_matches_generate_and_fits(tmp_path, monkeypatch):
     with torch.no_grad():
         expected = nets.load_sampler(load_checkpoint(str(run_dir / "checkpoints" / "last.pt")), "cpu")(indices)
         torch.testing.assert_close(nets.load_sampler(slim, "cpu")(indices), expected, rtol=0, atol=0.02)
+
+
+def test_a_build_cut_by_its_time_box_leaves_its_failed_marker(tmp_path):
+    target = tmp_path / "cache" / "key"
+    started = tmp_path / "started"
+    code = ("import sys, time; sys.path.insert(0, sys.argv[1]); from benchmarks import gpu_check; "
+            "from ops import _build; gpu_check.leave_failed_marker_at_time_box(); "
+            "_build.ensure_built(sys.argv[2], lambda tmp: (open(sys.argv[3], 'w').close(), time.sleep(60)), 60)")
+    outcome = gpu_check.run_boxed([sys.executable, "-c", code, ROOT, str(target), str(started)], 12.0,
+                                  str(tmp_path / "log"))
+    assert outcome.timed_out and started.exists(), outcome.output
+    marker = tmp_path / "cache" / "key.failed"
+    assert marker.exists() and "time box" in marker.read_text(), outcome.output
+    assert not target.exists() and not list((tmp_path / "cache").glob("key.tmp-*"))
+    with pytest.raises(_build.BuildUnavailable, match="delete .*key.failed to retry"):
+        _build.ensure_built(str(target), lambda tmp: None, 10)  # the next process does not build again
+
+
+def test_later_steps_use_the_reference_ops_when_the_build_failed(tmp_path, monkeypatch):
+    args = gpu_check.argparse.Namespace(out=str(tmp_path / "out"), work=str(tmp_path / "work"), budget_s=500.0)
+    check = gpu_check.Check(args)
+    check.cuda = True
+    environments = []
+
+    def fake_run(cmd, timeout, log_path, env=None):
+        environments.append(dict(env))
+        output = '{"built": false, "error": "BuildUnavailable: no nvcc"}' if "--probe-ops" in cmd else "0 passed"
+        return gpu_check.Outcome(0, 0.1, False, output)
+    monkeypatch.setattr(gpu_check, "run_boxed", fake_run)
+    check.ops_build()
+    check.gpu_tests()
+    assert check.report.step("ops_build")["status"] == "failed" and not check.ops_cuda
+    assert environments[0].get("SMALLGAN_OPS_IMPL") is None  # the build itself ran as asked
+    assert environments[1]["SMALLGAN_OPS_IMPL"] == "ref"
+
+
+def test_train_speed_variants_run_one_after_the_other_in_one_process():
+    """The probe behind the train_speed step, on the tiny config: bf16 then fp32 (the Accelerator's precision
+    changes in between), one JSON line each, with the host transfers counted."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from benchmarks import gpu_check; "
+            "gpu_check.probe_train_speed([3, 4], config='configs/stylegan2_tiny.yaml', steps=2, warmup=1)")
+    result = run_script("-c", [code, ROOT])
+    rows = gpu_check.json_lines(result.stdout)
+    assert [(r["run"], r["precision"]) for r in rows] == [("bf16, reference ops", "bf16"),
+                                                          ("fp32, reference ops", "fp32")], result.stdout
+    for row in rows:
+        assert row["img_per_s"] > 0 and row["losses_finite"] and row["seconds"] > 0
+        assert row["host_to_device_per_step"] == 0 and row["syncs_per_step"] == 0

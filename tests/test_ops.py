@@ -18,6 +18,14 @@ from ops.upfirdn2d import _parse_padding, _parse_scaling
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
+@pytest.fixture(autouse=True)
+def true_float32(monkeypatch):
+    """cuDNN convolutions and matmuls in true float32 on a GPU: TF32 (on by default for cuDNN) keeps 10 bits
+    of mantissa, which the float32 tolerances below do not allow for."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+
+
 # ----------------------------------------------------------------------------
 # Independent formulations.
 
@@ -555,7 +563,6 @@ def test_gpu_gradgradcheck_float64(cuda_ext):
 
 @requires_cuda
 def test_gpu_resampling_layers_and_compile(cuda_ext, monkeypatch):
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # conv2d in true float32
     f = ops.setup_filter([1, 3, 3, 1], device="cuda")
     x = torch.randn(2, 8, 8, 8, device="cuda")
     w = torch.randn(4, 8, 3, 3, device="cuda")

@@ -398,6 +398,18 @@ def test_arch_list_must_cover_the_device():
             _build.check_arch_list(arch_list, capability)
 
 
+def test_arch_list_is_cut_to_what_runs_on_the_device(monkeypatch):
+    """A long TORCH_CUDA_ARCH_LIST builds only the code this GPU can run (a shorter build); one with
+    nothing for it is left whole, for check_arch_list's error."""
+    assert _build.runnable_arch_list("7.5;8.0;8.6;9.0+PTX;9.0a;10.0", (9, 0)) == "9.0+PTX;9.0a"
+    assert _build.runnable_arch_list("8.0 8.6a 8.9", (8, 9)) == "8.0;8.9"
+    assert _build.runnable_arch_list("7.5+PTX;10.0", (9, 0)) == "7.5+PTX"
+    assert _build.runnable_arch_list("8.0;8.6", (9, 0)) == "8.0;8.6"
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "7.0;8.0;9.0")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 6))
+    assert _build.default_arch_list() == "8.0"
+
+
 def test_tensor_arguments_must_be_on_the_input_device():
     x = torch.randn(1, 2, 4, 4)
     with pytest.raises(ValueError, match="b is on meta but x is on cpu"):

@@ -535,6 +535,7 @@ def test_train_speed_benchmark(tiny_run):
     assert report["img_per_s"] > 0 and report["img_per_s"] * report["sec_per_kimg"] == pytest.approx(1000, rel=1e-2)
     assert (report["params_G"], report["params_D"]) == (checkpoint["params"]["G"], checkpoint["params"]["D"])
     assert report["peak_mem_mb"] > 0 and report["losses_finite"] is True
+    assert report["host_to_device_per_step"] == 0 and report["syncs_per_step"] == 0  # tests/test_host_transfers.py
 
 
 def test_bad_config_is_one_line_exit_2(tmp_path):

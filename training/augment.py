@@ -14,8 +14,9 @@ Each elementary transform is applied to each image with probability `p`
 et al., 2020) does: up when D is too sure about the reals, down otherwise.
 
 Randomness follows training.seeding: every draw is made for the whole global
-batch (local batch x processes) from a generator keyed by
-(seed, "augment", purpose, step, transform), and each process keeps its slice.
+batch (local batch x processes) on the images' device, from a generator keyed
+by (seed, "augment", purpose, step, transform), and each process keeps its
+slice; no random number is copied from the host.
 So K processes augment exactly like one, and a resumed run like an
 uninterrupted one. Use a distinct `purpose` for each call within a step
 ("D/real", "D/fake", "G/fake", ...).
@@ -65,15 +66,6 @@ class AugmentConfig:
             check(False, "augment.policy", f"a comma-separated subset of {', '.join(POLICY_GROUPS)} ({e})")
 
 
-def _uniform(g: torch.Generator, n: int) -> torch.Tensor:
-    return torch.rand(n, generator=g)
-
-
-def _randint(g: torch.Generator, low: int, high: int, n: int) -> torch.Tensor:
-    """Integers uniform in [low, high)."""
-    return torch.randint(low, high, (n,), generator=g)
-
-
 def _translate(x: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor) -> torch.Tensor:
     """Shift image b by (tx[b], ty[b]) pixels (output[y, x] = input[y - ty, x - tx]); zeros come in."""
     b, c, h, w = x.shape
@@ -94,7 +86,7 @@ def _cutout_mask(cx: torch.Tensor, cy: torch.Tensor, size_x: int, size_y: int, h
 
 
 def diff_augment(x: torch.Tensor, policy: str | list[str], seed: int, step: int, rank: int = 0, world: int = 1,
-                 purpose: str = "augment", p: float = 1.0) -> torch.Tensor:
+                 purpose: str = "augment", p: float | torch.Tensor = 1.0) -> torch.Tensor:
     """Randomly transform a batch, differentiably.
 
     Args:
@@ -106,47 +98,50 @@ def diff_augment(x: torch.Tensor, policy: str | list[str], seed: int, step: int,
                  random numbers are drawn for B * world images and this
                  process takes slice `rank`, like training.data.shard.
         purpose: names the call, so different calls in one step differ
-        p:       probability that each transform is applied to each image
+        p:       probability that each transform is applied to each image: a
+                 number, or a 0-dim tensor on x's device (ADA's p, which is
+                 then never read on the host)
 
     Returns:
         the augmented batch, same shape and dtype; gradients flow to x.
     """
     transforms = parse_policy(policy) if isinstance(policy, str) else policy
-    if p <= 0 or not transforms:
+    always = not isinstance(p, torch.Tensor) and p >= 1
+    if not transforms or (not isinstance(p, torch.Tensor) and p <= 0):
         return x
     b, c, h, w = x.shape
     n = b * world
 
     def local(values: torch.Tensor) -> torch.Tensor:
-        return shard(values, rank, world).to(x.device)
+        return shard(values, rank, world)
 
     for name in transforms:
-        g = generator(seed, "augment", purpose, step, name)
-        apply = local(_uniform(g, n) < p)  # drawn first and always, so p does not shift the other draws
+        draw = {"generator": generator(seed, "augment", purpose, step, name, device=x.device), "device": x.device}
+        apply = local(torch.rand(n, **draw)) < p  # drawn first and always, so p does not shift the other draws
         if name == "brightness":
-            delta = local(_uniform(g, n) - 0.5).to(x.dtype)
+            delta = local(torch.rand(n, **draw) - 0.5).to(x.dtype)
             out = x + delta[:, None, None, None]
         elif name == "saturation":
-            factor = local(_uniform(g, n) * 2).to(x.dtype)
+            factor = local(torch.rand(n, **draw) * 2).to(x.dtype)
             mean = x.mean(dim=1, keepdim=True)
             out = (x - mean) * factor[:, None, None, None] + mean
         elif name == "contrast":
-            factor = local(_uniform(g, n) + 0.5).to(x.dtype)
+            factor = local(torch.rand(n, **draw) + 0.5).to(x.dtype)
             mean = x.mean(dim=(1, 2, 3), keepdim=True)
             out = (x - mean) * factor[:, None, None, None] + mean
         elif name == "translation":
             sx, sy = int(w * TRANSLATION_RATIO + 0.5), int(h * TRANSLATION_RATIO + 0.5)
-            tx, ty = local(_randint(g, -sx, sx + 1, n)), local(_randint(g, -sy, sy + 1, n))
+            tx, ty = local(torch.randint(-sx, sx + 1, (n,), **draw)), local(torch.randint(-sy, sy + 1, (n,), **draw))
             out = _translate(x, tx, ty)
         elif name == "cutout":
             size_x, size_y = int(w * CUTOUT_RATIO + 0.5), int(h * CUTOUT_RATIO + 0.5)
             # Centres range one past the edge for even sizes so that every pixel is covered equally often.
-            cx = local(_randint(g, 0, w + (1 - size_x % 2), n))
-            cy = local(_randint(g, 0, h + (1 - size_y % 2), n))
+            cx = local(torch.randint(0, w + (1 - size_x % 2), (n,), **draw))
+            cy = local(torch.randint(0, h + (1 - size_y % 2), (n,), **draw))
             out = x * _cutout_mask(cx, cy, size_x, size_y, h, w).to(x.dtype)
         else:
             raise ValueError(f"unknown transform {name!r}")
-        x = out if p >= 1 else torch.where(apply[:, None, None, None], out, x)
+        x = out if always else torch.where(apply[:, None, None, None], out, x)
     return x
 
 
@@ -161,6 +156,11 @@ class AdaptiveAugment:
     p_max < 1: at p = 1 D would never see a clean image and transforms that
     are not invertible leak into the generated images.
 
+    p, r_t and the running sums are 0-dim tensors on `device` and the update
+    runs there, so the controller never waits for the device; p and r_t are
+    read on the host only when logged or saved. p is float64, like the Python
+    number it was before (diff_augment compares it with float32 draws in float32).
+
     Args:
         batch_size: global batch size
         p:          initial probability
@@ -168,24 +168,22 @@ class AdaptiveAugment:
         interval:   steps between adjustments
         speed_kimg: thousands of images for p to go from 0 to 1
         p_max:      upper clamp, below 1
+        device:     where p and the statistics live (the training device)
     """
 
     def __init__(self, batch_size: int, p: float = 0.0, target: float = 0.6, interval: int = 4,
-                 speed_kimg: float = 100.0, p_max: float = 0.95):
+                 speed_kimg: float = 100.0, p_max: float = 0.95, device: torch.device | str = "cpu"):
         if not 0 <= p_max < 1:
             raise ValueError(f"p_max must lie in [0, 1), got {p_max}")
         self.batch_size, self.target, self.interval = batch_size, target, interval
         self.speed_kimg, self.p_max = speed_kimg, p_max
-        self.p = min(max(float(p), 0.0), p_max)
-        self.rt = 0.0  # the last completed r_t, for logging
-        self._sign_sum = 0.0
-        self._count = 0.0
+        self.device = torch.device(device)
+        self.load_state_dict({"p": min(max(float(p), 0.0), p_max), "rt": 0.0, "sign_sum": 0.0, "count": 0.0})
 
     def observe(self, real_logits: torch.Tensor) -> None:
         """Add this process's D outputs on (augmented) reals to the running r_t."""
         logits = real_logits.detach().float()
-        self._sign_sum = self._sign_sum + logits.sign().sum()
-        self._count = self._count + logits.numel()
+        self._sums += torch.stack([logits.sign().sum(), logits.new_full((), logits.numel())])
 
     def update(self, step: int, reduce_sum) -> None:
         """At the end of every `interval`-th step, adjust p from the statistics of all processes.
@@ -196,21 +194,19 @@ class AdaptiveAugment:
         """
         if (step + 1) % self.interval:
             return
-        totals = torch.stack([torch.as_tensor(self._sign_sum, dtype=torch.float32),
-                              torch.as_tensor(self._count, dtype=torch.float32)])
-        device = self._sign_sum.device if isinstance(self._sign_sum, torch.Tensor) else torch.device("cpu")
-        totals = reduce_sum(totals.to(device)).cpu()
-        self._sign_sum, self._count = 0.0, 0.0
-        if totals[1] == 0:
-            return
-        self.rt = float(totals[0] / totals[1])
-        adjust = (1.0 if self.rt > self.target else -1.0) * self.batch_size * self.interval / (self.speed_kimg * 1000)
-        self.p = min(max(self.p + adjust, 0.0), self.p_max)
+        sign_sum, count = reduce_sum(self._sums)
+        self._sums = torch.zeros_like(self._sums)
+        observed = count > 0
+        self.rt = torch.where(observed, sign_sum / count.clamp(min=1), self.rt)
+        direction = (self.rt.double() > self.target).double() * 2 - 1  # +1: more augmentation
+        adjust = direction * (self.batch_size * self.interval / (self.speed_kimg * 1000))
+        self.p = torch.where(observed, (self.p + adjust).clamp(0.0, self.p_max), self.p)
 
     def state_dict(self) -> dict:
-        return {"p": self.p, "rt": self.rt, "sign_sum": float(self._sign_sum), "count": float(self._count)}
+        sign_sum, count = self._sums.tolist()
+        return {"p": float(self.p), "rt": float(self.rt), "sign_sum": sign_sum, "count": count}
 
     def load_state_dict(self, state: dict) -> None:
-        self.p, self.rt = float(state["p"]), float(state["rt"])
-        self._sign_sum, self._count = float(state["sign_sum"]), float(state["count"])
-
+        self.p = torch.tensor(float(state["p"]), dtype=torch.float64, device=self.device)
+        self.rt = torch.tensor(float(state["rt"]), device=self.device)
+        self._sums = torch.tensor([float(state["sign_sum"]), float(state["count"])], device=self.device)

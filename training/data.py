@@ -381,18 +381,18 @@ class ImageBatches:
     def _epoch_order(self, epoch: int) -> torch.Tensor:
         if epoch not in self._epoch_cache:  # keep the two epochs a batch can straddle
             self._epoch_cache = {e: o for e, o in self._epoch_cache.items() if e == epoch - 1}
-            self._epoch_cache[epoch] = torch.randperm(len(self), generator=generator(self.seed, "epoch", epoch))
+            device = self.images.device
+            self._epoch_cache[epoch] = torch.randperm(len(self), generator=generator(self.seed, "epoch", epoch,
+                                                                                      device=device), device=device)
         return self._epoch_cache[epoch]
 
     def global_indices(self, step: int) -> torch.Tensor:
-        """Indices of the global batch at `step`: epochs are reshuffled permutations, read in order."""
-        n = len(self)
-        positions = torch.arange(step * self.batch_size, (step + 1) * self.batch_size)
-        indices = torch.empty_like(positions)
-        for epoch in range(int(positions[0]) // n, int(positions[-1]) // n + 1):
-            in_epoch = positions // n == epoch
-            indices[in_epoch] = self._epoch_order(epoch)[positions[in_epoch] % n]
-        return indices
+        """Indices of the global batch at `step`: epochs are reshuffled permutations, read in order.
+        Drawn and gathered on the images' device: no host-to-device copy."""
+        n, start = len(self), step * self.batch_size
+        first, last = start // n, (start + self.batch_size - 1) // n
+        orders = torch.cat([self._epoch_order(epoch) for epoch in range(first, last + 1)])
+        return orders[start - first * n:start - first * n + self.batch_size]
 
     def batch(self, step: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
         """This process's share of the step's batch, float in [-1, 1]."""
@@ -400,22 +400,21 @@ class ImageBatches:
 
     def take(self, indices: torch.Tensor, rank: int, world_size: int, *flip_keys) -> torch.Tensor:
         """This process's share of the global batch of frames `indices`, float in [-1, 1], flipped by
-        draws keyed by (seed, *flip_keys)."""
-        g = generator(self.seed, *flip_keys)
-        flips = torch.rand(len(indices), 2, generator=g) < 0.5
-        local = shard(torch.arange(len(indices)), rank, world_size)
-        images = self.normalization.forward(self.images[indices[local].to(self.images.device)])
+        draws keyed by (seed, *flip_keys) on the frames' device."""
+        device = self.images.device
+        flips = shard(torch.rand(len(indices), 2, generator=generator(self.seed, *flip_keys, device=device),
+                                 device=device) < 0.5, rank, world_size)
+        images = self.normalization.forward(self.images[shard(indices.to(device), rank, world_size)])
         if self.hflip:
-            images = torch.where(flips[local, 0].to(images.device)[:, None, None, None], images.flip(3), images)
+            images = torch.where(flips[:, 0, None, None, None], images.flip(3), images)
         if self.vflip:
-            images = torch.where(flips[local, 1].to(images.device)[:, None, None, None], images.flip(2), images)
+            images = torch.where(flips[:, 1, None, None, None], images.flip(2), images)
         return images
 
 
     def batch_labels(self, step: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
         """The encoded labels of this process's share of the step's batch (flips leave labels alone)."""
-        local = shard(self.global_indices(step), rank, world_size)
-        return self.labels[local.to(self.labels.device)]
+        return self.labels[shard(self.global_indices(step), rank, world_size)]
 
 
 def shard(x: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:

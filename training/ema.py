@@ -19,11 +19,12 @@ def ema_beta(batch_size: int, halflife_kimg: float, images_seen: int = 0, rampup
 
 @torch.no_grad()
 def update_ema(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> None:
-    """ema <- beta * ema + (1 - beta) * model for parameters; buffers are copied."""
-    for p_ema, p in zip(ema.parameters(), model.parameters()):
-        p_ema.lerp_(p.detach().to(p_ema.dtype), 1 - beta)
-    for b_ema, b in zip(ema.buffers(), model.buffers()):
-        b_ema.copy_(b)
+    """ema <- beta * ema + (1 - beta) * model for parameters; buffers are copied. One multi-tensor
+    operation for each (a few kernels for the whole network, not one per parameter)."""
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - beta)
+    ema_buffers, buffers = list(ema.buffers()), list(model.buffers())
+    if ema_buffers:
+        torch._foreach_copy_(ema_buffers, buffers)
 
 
 @torch.no_grad()

@@ -166,7 +166,8 @@ def crossed(previous_kimg: float, kimg: float, every_kimg: float) -> bool:
 
 
 class ScalarAverager:
-    """Sums step scalars on the device (no per-step sync) and averages them over steps and processes."""
+    """Sums step scalars where they are, tensors on the device and Python numbers on the host (no
+    per-step sync or copy), and averages them over steps and processes when popped."""
 
     def __init__(self, accelerator):
         self.accelerator = accelerator
@@ -174,7 +175,8 @@ class ScalarAverager:
 
     def add(self, scalars: dict) -> None:
         for name, value in scalars.items():
-            value = torch.as_tensor(value, dtype=torch.float32, device=self.accelerator.device).detach()
+            if isinstance(value, torch.Tensor):
+                value = value.detach().float()
             self.sums[name] = self.sums.get(name, 0) + value
             self.counts[name] = self.counts.get(name, 0) + 1
 
@@ -182,7 +184,9 @@ class ScalarAverager:
         names = sorted(self.sums)
         if not names:
             return {}
-        means = torch.stack([self.sums[n] / self.counts[n] for n in names])
+        device = self.accelerator.device
+        means = torch.stack([torch.as_tensor(self.sums[n] / self.counts[n], dtype=torch.float32, device=device)
+                             for n in names])
         if self.accelerator.num_processes > 1:
             means = self.accelerator.reduce(means, reduction="mean")
         self.sums, self.counts = {}, {}

@@ -3,7 +3,8 @@
 Every random draw in training that must agree between processes -- which
 images form a batch, flips, latents, noise, augmentation -- is made for the
 whole global batch from a generator keyed by what it is for, and each process
-keeps its slice. So a run on K processes sees exactly the numbers a run on one
+keeps its slice. Per-step draws are made on the training device by a generator
+of that device, so a step copies no random numbers from the host. So a run on K processes sees exactly the numbers a run on one
 process sees, and a resumed run sees the numbers the uninterrupted run saw.
 """
 
@@ -27,8 +28,9 @@ def generator(seed: int, *keys, device: torch.device | str = "cpu") -> torch.Gen
 
 
 def randn(shape, seed: int, *keys, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Standard normal tensor, drawn on the CPU (identical on every machine) and moved to `device`."""
-    return torch.randn(shape, generator=generator(seed, *keys)).to(device)
+    """Standard normal tensor drawn on `device` itself (no host-to-device copy): the same on every
+    machine with that kind of device; a GPU's numbers differ from the CPU's."""
+    return torch.randn(shape, generator=generator(seed, *keys, device=device), device=device)
 
 
 def latents_for_indices(indices: torch.Tensor, dim: int, seed: int) -> torch.Tensor:
