@@ -34,16 +34,18 @@ def accelerator(cpu: bool = True):
 def loop_task(script: str, config_name: str, overrides: list[str], cpu: bool = True):
     """(task, data) of a script on the shared loop, built as the loop builds them."""
     import importlib
-    from training.data import ImageBatches, load_images
+    from training.data import ImageBatches, load_frames
+    from training.labels import has_labels, load_labels
     from training.normalize import fit_normalization
     module = importlib.import_module(script)
     config_cls = {"train_stylegan2": "StyleGAN2Config", "train_sagan": "SAGANConfig"}[script]
     task_cls = {"train_stylegan2": "StyleGAN2Task", "train_sagan": "SAGANTask"}[script]
     config = build_config(getattr(module, config_cls), os.path.join(ROOT, "configs", config_name), overrides)
-    images = load_images(config.data.path, config.data.resolution, config.data.channels)
+    images, names = load_frames(config.data.path, config.data.resolution, config.data.channels)
+    labels = load_labels(config.data, names, len(images))[1] if has_labels(config.data) else None
     acc = accelerator(cpu)
     data = ImageBatches(images, config.train.batch_size, config.seed, hflip=True, vflip=True, device=acc.device,
-                        normalization=fit_normalization(images, config.data))
+                        normalization=fit_normalization(images, config.data), labels=labels)
     return getattr(module, task_cls)(Context(config, acc, None, data, None)), data
 
 
@@ -101,6 +103,16 @@ def test_gpu_stylegan2_steps_copy_nothing_and_never_sync(precision):
 
 def test_sagan_steps_copy_nothing_and_never_sync():
     task, data = loop_task("train_sagan", "sagan_tiny.yaml", ["augment.policy=color,translation,cutout"])
+    assert_no_transfers(count_steps(loop_steps(task, data)[0]))
+
+
+def test_conditional_steps_copy_nothing_and_never_sync():
+    """With labels: the real batch's labels and the fakes' drawn ones stay on the device too."""
+    labelled = "data.path=builtin:particles-cond?count=32"
+    task, data = stylegan2(overrides=(labelled,))
+    assert data.labels is not None
+    assert_no_transfers(count_steps(loop_steps(task, data)[0]))
+    task, data = loop_task("train_sagan", "sagan_tiny.yaml", [labelled])
     assert_no_transfers(count_steps(loop_steps(task, data)[0]))
 
 
