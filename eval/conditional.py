@@ -12,15 +12,18 @@ frame, at Otsu's threshold of the real pixels). Three questions:
   bin the mean and spread of each statistic over the generated frames asked for labels in the bin
   and over the real frames labelled there, |mean generated - mean real| beside the real-vs-real
   floor: the same difference between the real set and a second real set. For `builtin:particles-cond`
-  the second set is rendered afresh at the real frames' labels (other hits and tracks, the same
-  settings); for a user's data it is two random halves of the real set (so the floor compares
-  half-size sets). `ratio` per label and statistic: the sum over bins of the differences over the sum
-  of the floors (1: as far from the real set as real frames are; the per-bin numbers are noisier);
-- label fidelity: a small CNN (`LabelReader`) trained on the real frames to read every label from a
-  frame (a regression per continuous label, a classifier per discrete one; the data's flips as
-  augmentation), applied to the generated frames: R² (continuous) / accuracy (discrete) against the
+  the second set is rendered afresh at the generated frames' labels (other hits and tracks, the very
+  settings asked for: what an ideal generator would score); for a user's data it is two random halves
+  of the real set (so the floor compares half-size sets). `ratio` per label and statistic: the sum
+  over bins of the differences over the sum of the floors (about 1: as far from the real set as real
+  frames are; the per-bin numbers are noisier);
+- label fidelity: a small network (`LabelReader`) trained on the real frames to read every label
+  from a frame's `reader_features` (the per-frame statistics, pixel quantiles and power spectrum;
+  a regression per continuous label, a classifier per discrete one), applied to the generated frames:
+  R² (continuous) / accuracy (discrete) against the
   labels they were asked for, beside the same reader's on real frames it never saw (for the built-in
-  set: the rendered second set; for a user's data: a quarter of the real frames held out of training);
+  set: the second set, rendered at the same labels; for a user's data: a quarter of the real frames,
+  held out of the reader's training);
 - per class of each discrete label: the statistics of eval/stats.py (Wasserstein-1 distances with
   their two-halves floors) between the generated and real frames of the class, with their counts;
   with `--fid` also FID and KID (Inception; slow on a CPU, and strongly biased at a few hundred
@@ -184,30 +187,29 @@ class ConditionalEvaluation:
         self.real_values = {name: list(real_values[name]) for name in encoding.names}
         self.threshold = otsu_threshold(self.real)
         self.real_statistics = per_frame_statistics(self.real, self.threshold)
-        rng = np.random.default_rng(seed)
-        if render is not None:
-            second = single_channel(render(self.real_values, 1))
-            second_statistics = per_frame_statistics(second, self.threshold)
-            self.floor_sets = ((self.real_values, self.real_statistics), (self.real_values, second_statistics))
-            self.floor_kind = "the real set against one rendered afresh at the same labels"
-            train_rows, held_out, held_out_values = np.arange(len(self.real)), second, self.real_values
+        if render is not None:  # the floor and the reader's test set are rendered at each report's labels
+            train_rows = np.arange(len(self.real))
         else:
-            order = rng.permutation(len(self.real))
+            order = np.random.default_rng(seed).permutation(len(self.real))
             halves = order[:len(order) // 2], order[len(order) // 2:2 * (len(order) // 2)]
             self.floor_sets = tuple((_subset(self.real_values, rows),
                                      {k: v[rows] for k, v in self.real_statistics.items()}) for rows in halves)
-            self.floor_kind = "two random halves of the real set"
             quarter = max(len(order) // 4, 1)
-            train_rows = np.sort(order[quarter:])
-            held_out, held_out_values = self.real[np.sort(order[:quarter])], _subset(self.real_values,
-                                                                                      np.sort(order[:quarter]))
+            train_rows, held_out = np.sort(order[quarter:]), np.sort(order[:quarter])
         features = reader_features(self.real[train_rows], self.threshold)
         with torch.random.fork_rng(devices=[]):  # the reader's initialization leaves the caller's RNG alone
             torch.manual_seed(seed)
             self.reader = LabelReader(encoding, features)
         self.reader.fit(features, encoding.encode(_subset(self.real_values, train_rows)))
-        self.fidelity_real = fidelity_scores(encoding, held_out_values, self.read(held_out))
-        self.num_held_out = len(held_out)
+        if render is None:
+            self.fidelity_real = fidelity_scores(encoding, _subset(self.real_values, held_out),
+                                                 self.read(self.real[held_out]))
+            self.num_held_out = len(held_out)
+
+    @property
+    def floor_kind(self) -> str:
+        return ("two random halves of the real set" if self.render is None else
+                "the real set against frames rendered afresh at the generated frames' labels")
 
     def read(self, frames: np.ndarray) -> dict[str, list]:
         """The labels the reader reads from single-channel frames [N, H, W]."""
@@ -220,12 +222,13 @@ class ConditionalEvaluation:
     def _bin_of(self, name: str, values: list) -> np.ndarray:
         return np.clip(np.digitize(np.asarray(values, np.float64), self.bin_edges(name)) - 1, 0, self.bins - 1)
 
-    def response(self, name: str, generated_values: dict, generated_statistics: dict) -> dict:
-        """The response curves of one continuous label: per bin and statistic, generated against real."""
+    def response(self, name: str, generated_values: dict, generated_statistics: dict, floor_sets) -> dict:
+        """The response curves of one continuous label: per bin and statistic, generated against real; the
+        floor: the same difference between the two real sets `floor_sets` ((values, statistics) each)."""
         edges = self.bin_edges(name)
         real_bin, generated_bin = self._bin_of(name, self.real_values[name]), self._bin_of(name,
                                                                                            generated_values[name])
-        (values_a, statistics_a), (values_b, statistics_b) = self.floor_sets
+        (values_a, statistics_a), (values_b, statistics_b) = floor_sets
         bin_a, bin_b = self._bin_of(name, values_a[name]), self._bin_of(name, values_b[name])
         curves = {}
         for key in PER_FRAME:
@@ -269,20 +272,29 @@ class ConditionalEvaluation:
         generated = single_channel(generated_frames)
         generated_values = {name: list(generated_values[name]) for name in self.encoding.names}
         statistics = per_frame_statistics(generated, self.threshold)
-        read = self.read(generated)
-        fidelity_generated = fidelity_scores(self.encoding, generated_values, read)
+        fidelity_generated = fidelity_scores(self.encoding, generated_values, self.read(generated))
+        if self.render is not None:
+            # What an ideal generator would score: real frames rendered afresh at the very labels asked for.
+            rendered = single_channel(self.render(generated_values, 1))
+            floor_sets = ((self.real_values, self.real_statistics),
+                          (generated_values, per_frame_statistics(rendered, self.threshold)))
+            fidelity_real = fidelity_scores(self.encoding, generated_values, self.read(rendered))
+            num_held_out = len(rendered)
+        else:
+            floor_sets, fidelity_real, num_held_out = self.floor_sets, self.fidelity_real, self.num_held_out
         report = {"num_generated": len(generated), "num_real": len(self.real), "threshold": self.threshold,
                   "floor": self.floor_kind, "response": {}, "fidelity": {}, "classes": {}}
         for column in self.encoding.columns:
             if column.kind == "continuous":
-                report["response"][column.name] = self.response(column.name, generated_values, statistics)
+                report["response"][column.name] = self.response(column.name, generated_values, statistics,
+                                                                floor_sets)
                 chance = None
             else:
                 report["classes"][column.name] = self.per_class(column.name, generated, generated_values)
                 chance = 1 / len(column.classes)
             report["fidelity"][column.name] = {"kind": column.kind, "generated": fidelity_generated[column.name],
-                                               "real": self.fidelity_real[column.name], "chance": chance,
-                                               "num_real": self.num_held_out}
+                                               "real": fidelity_real[column.name], "chance": chance,
+                                               "num_real": num_held_out}
         return report
 
     def band(self, name: str, low: float, high: float, generated_frames, generated_values: dict[str, list]) -> dict:
@@ -385,7 +397,7 @@ def format_report(report: dict) -> str:
             curve = response["statistics"][key]
             cells = [f"{number(d, 3)} / {number(f, 3)}" for d, f in zip(curve["difference"], curve["floor"])]
             lines.append(f"{label:22s}" + "".join(f"{c:>20s}" for c in cells) + f"{number(curve['ratio'], 3):>8s}")
-    lines.append("\nlabel fidelity (a CNN trained on real frames reads the label back)")
+    lines.append("\nlabel fidelity (a reader trained on real frames reads the label back)")
     for name, entry in report["fidelity"].items():
         measure = "R²" if entry["kind"] == "continuous" else "accuracy"
         chance = f", chance {entry['chance']:.3g}" if entry["chance"] is not None else ""
