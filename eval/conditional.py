@@ -67,6 +67,8 @@ PER_FRAME = {  # frame_features key -> what it is
     "occupancy": "occupancy",
     "clusters": "clusters per frame",
 }
+UNREADABLE_R2 = 0.2              # below this R² on real frames (or chance + 0.1 accuracy) the fidelity says nothing
+UNREADABLE_ACCURACY_GAIN = 0.1
 RENDER_ARGUMENT = {"energy": "energy", "field": "field", "type": "kind"}  # label -> render_conditional_frame's
 FRESH_SEED_STRIDE = 1000  # copy k of the built-in set is rendered with seed data_seed + k * FRESH_SEED_STRIDE
 
@@ -401,8 +403,11 @@ def format_report(report: dict) -> str:
     for name, entry in report["fidelity"].items():
         measure = "R²" if entry["kind"] == "continuous" else "accuracy"
         chance = f", chance {entry['chance']:.3g}" if entry["chance"] is not None else ""
+        unreadable = entry["real"] is None or entry["real"] < (UNREADABLE_R2 if entry["chance"] is None
+                                                               else entry["chance"] + UNREADABLE_ACCURACY_GAIN)
+        verdict = "  (the reader cannot read it from real frames either: no verdict)" if unreadable else ""
         lines.append(f"  {name:10s} {measure} generated {number(entry['generated'], 3)}, real (held out, "
-                     f"{entry['num_real']}) {number(entry['real'], 3)}{chance}")
+                     f"{entry['num_real']}) {number(entry['real'], 3)}{chance}{verdict}")
     for name, classes in report["classes"].items():
         lines.append(f"\nper class of {name} (W1 generated vs real / floor of two real halves)")
         for label, entry in classes.items():
