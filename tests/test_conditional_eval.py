@@ -14,7 +14,7 @@ from eval.conditional import ConditionalEvaluation, builtin_renderer, main, per_
 from training import particles
 from training.labels import LabelColumn, LabelEncoding
 
-COUNT, RESOLUTION = 240, 32
+COUNT, RESOLUTION = 400, 32
 ENCODING = LabelEncoding([LabelColumn("energy", "continuous", *particles.ENERGY_RANGE),
                           LabelColumn("field", "continuous", *particles.FIELD_RANGE),
                           LabelColumn("type", "discrete", classes=particles.CONDITIONAL_KINDS)])
@@ -52,7 +52,7 @@ def test_a_generator_that_ignores_or_shuffles_its_labels_is_flagged(built_in):
     evaluation, render, _, _, asked = built_in
     ignored = evaluation.report(render({**asked, "energy": [3.0] * COUNT}, 7), asked)
     occupancy = ignored["response"]["energy"]["statistics"]["occupancy"]
-    assert occupancy["ratio"] > 3
+    assert occupancy["ratio"] > 4
     assert ignored["fidelity"]["energy"]["generated"] < 0 < ignored["fidelity"]["energy"]["real"]
     assert ignored["fidelity"]["type"]["generated"] >= 0.8 * ignored["fidelity"]["type"]["real"]  # type still shown
 
@@ -61,7 +61,7 @@ def test_a_generator_that_ignores_or_shuffles_its_labels_is_flagged(built_in):
                                  asked)
     assert shuffled["fidelity"]["energy"]["generated"] < 0
     assert shuffled["fidelity"]["type"]["generated"] < 0.5 * shuffled["fidelity"]["type"]["real"]
-    assert shuffled["response"]["energy"]["statistics"]["occupancy"]["ratio"] > 3
+    assert shuffled["response"]["energy"]["statistics"]["occupancy"]["ratio"] > 4
 
 
 def test_response_numbers_are_the_per_bin_means_and_the_floor_the_second_real_set(built_in):
