@@ -322,6 +322,22 @@ class ConditionalEvaluation:
         return result
 
 
+def training_metrics(evaluation: ConditionalEvaluation, sampler, normalization, num_samples: int,
+                     batch_size: int = 64) -> dict:
+    """The few numbers training's periodic evaluation logs for a conditional generator: per continuous
+    label and statistic the response `ratio`, and per label the fidelity on generated frames beside
+    real ones ({"response/<label>/<statistic>": ..., "fidelity/<label>/generated": ..., ".../real": ...})."""
+    from eval.generate import generate_data_units
+
+    indices = torch.arange(num_samples)
+    values = evaluation.encoding.decode(sampler.labels_for(indices))
+    report = evaluation.report(generate_data_units(sampler, indices, normalization, batch_size), values)
+    metrics = {f"response/{name}/{key}": curve["ratio"] for name, response in report["response"].items()
+               for key, curve in response["statistics"].items()}
+    for name, entry in report["fidelity"].items():
+        metrics[f"fidelity/{name}/generated"], metrics[f"fidelity/{name}/real"] = entry["generated"], entry["real"]
+    return metrics
+
 def class_fid(real_uint8: torch.Tensor, generated_uint8: torch.Tensor, real_values: dict, generated_values: dict,
               encoding: LabelEncoding, device, evaluator=None) -> dict:
     """{label: {class: {"fid", "kid", "kid_std"}}} of each discrete label's classes (Inception features of

@@ -110,18 +110,30 @@ def test_a_users_data_gets_the_two_halves_floor_and_a_held_out_quarter(built_in)
         evaluation.band("energy", 2.5, 3.5, frames[120:], {k: v[120:] for k, v in values.items()})
 
 
-def test_command_line_on_a_tiny_conditional_checkpoint(tmp_path, capsys):
+def test_command_line_on_a_tiny_conditional_checkpoint_matches_training_evaluation(tmp_path, capsys):
     run_script("train_stylegan2.py", ["--config", "configs/stylegan2_tiny.yaml", "data.resolution=16",
-                                      "data.path=builtin:particles-cond?count=32", f"out_dir={tmp_path / 'run'}"])
+                                      "data.path=builtin:particles-cond?count=32", "eval.every_kimg=0.016",
+                                      f"out_dir={tmp_path / 'run'}"])
     ckpt = str(tmp_path / "run" / "checkpoints" / "last.pt")
-    result = run_script("eval/conditional.py", ["--ckpt", ckpt, "--num-samples", "48", "--band", "energy=2.5:3.5",
+    result = run_script("eval/conditional.py", ["--ckpt", ckpt, "--num-samples", "16", "--band", "energy=2.5:3.5",
                                                 "--plots", str(tmp_path / "plots"), "--json"])
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(report["response"]) == {"energy", "field"} and set(report["classes"]["type"]) == set(
         particles.CONDITIONAL_KINDS)
-    assert report["num_generated"] == 48 and report["num_real"] == 32 and report["band"]["num"] == 48
-    assert sum(report["response"]["energy"]["statistics"]["totals"]["num_generated"]) == 48
+    assert report["num_generated"] == 16 and report["num_real"] == 32 and report["band"]["num"] == 16
+    assert sum(report["response"]["energy"]["statistics"]["totals"]["num_generated"]) == 16
     assert sorted(os.listdir(tmp_path / "plots")) == ["response_energy.png", "response_field.png"]
+
+    # Training's evaluation at the last step logged the same numbers: the same 16 frames (G_ema, seed 0,
+    # eval.num_samples 16) against the same real frames.
+    with open(tmp_path / "run" / "metrics.jsonl") as f:
+        logged = json.loads(f.readlines()[-1])["conditional"]
+    for name, response in report["response"].items():
+        for key, curve in response["statistics"].items():
+            assert logged[f"response/{name}/{key}"] == pytest.approx(curve["ratio"])
+    for name, entry in report["fidelity"].items():
+        assert logged[f"fidelity/{name}/generated"] == pytest.approx(entry["generated"])
+        assert logged[f"fidelity/{name}/real"] == pytest.approx(entry["real"])
 
     # The one-line errors, in this process (a process start costs more than the check).
     assert main(["--ckpt", ckpt, "--band", "type=1:2"]) == 2
