@@ -31,8 +31,11 @@ frame, at Otsu's threshold of the real pixels). Three questions:
 - `--band NAME=LOW:HIGH` (built-in set only): frames generated with NAME spread evenly over the band,
   the other labels drawn from the training set's, against frames rendered afresh at the same labels
   (floor: a second rendered set): the statistics' means and the label read back by the reader. Made
-  for a checkpoint trained with the band left out of its data: do its frames between the seen
-  settings show them? (Leaving a band out of training needs data with no frames there.)
+  for a checkpoint trained with the band left out (`data.label_exclude=energy=2.5:3.5`): do its
+  frames between the seen settings show them? The real set leaves out the same frames training did.
+
+Training's periodic evaluation of a conditional run logs `training_metrics` (the response ratios and
+the fidelities) beside FID/KID.
 
 `--json` prints one JSON object on the last line: {"num_generated", "num_real", "threshold", "floor",
 "response": {label: {"bins": [[lo, hi], ...], "statistics": {stat: {"generated_mean": [...],
