@@ -63,7 +63,7 @@ import torch
 from torch import nn
 
 from eval.stats import FrameStatistics, frame_features, otsu_threshold, radial_power_spectrum, single_channel
-from training.labels import LabelEncoding, outside_band, parse_band
+from training.labels import LabelEncoding
 
 PER_FRAME = {  # frame_features key -> what it is
     "totals": "total intensity",
@@ -452,6 +452,21 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+def parse_band(text: str, encoding: LabelEncoding) -> tuple[str, float, float]:
+    """'energy=2.5:3.5' -> ('energy', 2.5, 3.5); a ValueError (one line) otherwise."""
+    name, _, bounds = text.partition("=")
+    low, _, high = bounds.partition(":")
+    continuous = [c.name for c in encoding.columns if c.kind == "continuous"]
+    try:
+        low, high = float(low), float(high)
+    except ValueError:
+        low = high = None
+    if name not in continuous or low is None or not high > low:
+        raise ValueError(f"--band {text}: expected NAME=LOW:HIGH with LOW < HIGH and NAME a continuous label "
+                         f"({', '.join(continuous) or 'this checkpoint has none'})")
+    return name, low, high
+
+
 def builtin_renderer(data: dict) -> Callable | None:
     """(values, copy) -> frames of `builtin:particles-cond` rendered afresh at those labels; None for other data."""
     from training import particles
@@ -493,7 +508,7 @@ def evaluate_checkpoint(args) -> dict:
     try:
         band = parse_band(args.band, encoding) if args.band else None
     except ValueError as error:
-        raise EvalError(f"--band {error}") from None
+        raise EvalError(str(error)) from None
     render = builtin_renderer(data)
     if band and render is None:
         raise EvalError(f"--band compares with frames rendered afresh at the band's labels: it needs a checkpoint "
@@ -501,10 +516,6 @@ def evaluate_checkpoint(args) -> dict:
     frames, names = load_frames(data["path"], data["resolution"], data["channels"])
     table = read_labels(SimpleNamespace(path=data["path"], labels=data.get("labels", "")), names, len(frames))
     real_values = {name: table[name] for name in encoding.names}
-    if data.get("label_exclude"):  # the frames training saw: the band it left out is left out here too
-        keep = outside_band(encoding, encoding.encode(real_values), data["label_exclude"]).numpy()
-        frames, real_values = frames[torch.from_numpy(keep)], {k: [v for v, kept in zip(column, keep) if kept]
-                                                                for k, column in real_values.items()}
     normalization = normalization_from_config(data)
     evaluation = ConditionalEvaluation(encoding, frames, real_values, render=render, bins=args.bins, seed=args.seed)
 

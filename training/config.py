@@ -44,8 +44,6 @@ class DataConfig:
     label_ranges: list[list[float]] = field(default_factory=list)  # per column [low, high] mapped to [-1, 1]
                                       # ([] for discrete); fitted to min/max unless given, then recorded
     label_classes: list[list[str]] = field(default_factory=list)   # per column its classes (recorded)
-    label_exclude: str = ""           # leave out the frames whose continuous label lies in a band, e.g.
-                                      # energy=2.5:3.5 (eval/conditional.py --band checks the model there)
 
     def validate(self):
         check(self.resolution >= 4, "data.resolution", "an integer >= 4")

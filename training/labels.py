@@ -337,27 +337,3 @@ def warn_outside_range(encoding: LabelEncoding, values: dict[str, list]) -> None
     """One line on stderr per continuous label asked for outside its training range."""
     for line in encoding.in_range_warnings(values):
         print(f"warning: {line}", file=sys.stderr)
-
-
-def parse_band(text: str, encoding: LabelEncoding) -> tuple[str, float, float]:
-    """'energy=2.5:3.5' -> ('energy', 2.5, 3.5); a ValueError (one line) unless NAME is a continuous label
-    and LOW < HIGH."""
-    name, _, bounds = text.partition("=")
-    low, _, high = bounds.partition(":")
-    continuous = [c.name for c in encoding.columns if c.kind == "continuous"]
-    try:
-        low, high = float(low), float(high)
-    except ValueError:
-        low = high = None
-    if name not in continuous or low is None or not high > low:
-        raise ValueError(f"{text!r}: expected NAME=LOW:HIGH with LOW < HIGH and NAME a continuous label "
-                         f"({', '.join(continuous) or 'there is none'})")
-    return name, low, high
-
-
-def outside_band(encoding: LabelEncoding, encoded: torch.Tensor, band: str) -> torch.Tensor:
-    """Which rows of encoded labels [N, c_dim] lie outside the band 'NAME=LOW:HIGH' (bool [N])."""
-    name, low, high = parse_band(band, encoding)
-    values = np.asarray(encoding.decode(encoded)[name])
-    return torch.from_numpy(~((values >= low) & (values <= high)))
-

@@ -22,7 +22,7 @@ import torch
 from training.checkpoint import CheckpointError, load_checkpoint, resolve_resume
 from training.config import ConfigError, exit_with_error, parse_command_line, to_dict
 from training.data import DataError, ImageBatches, load_frames
-from training.labels import LabelEncoding, has_labels, load_labels, outside_band
+from training.labels import LabelEncoding, has_labels, load_labels
 from training.distributed import (join_restarted_group, process_group_kwargs, restart_count, stop_watching,
                                   watch_peers)
 from training.images import to_uint8
@@ -126,15 +126,10 @@ def setup(config_cls, description: str, argv: list[str] | None = None) -> Contex
     labels = None
     with user_errors():
         images, names = load_frames(config.data.path, config.data.resolution, config.data.channels)
+        normalization = fit_normalization(images, config.data)
         if has_labels(config.data):
             encoding, labels = load_labels(config.data, names, len(images))  # records its fit in config.data
             accelerator.print(f"labels: {', '.join(encoding.to_config()['label_columns'])} (c_dim {encoding.c_dim})")
-            if config.data.label_exclude:
-                images, labels = exclude_band(config.data.label_exclude, encoding, images, labels)
-                accelerator.print(f"data.label_exclude={config.data.label_exclude}: {len(images)} frames kept")
-        elif config.data.label_exclude:
-            raise DataError("data.label_exclude needs labels (data.labels or builtin:particles-cond)")
-        normalization = fit_normalization(images, config.data)
     config.data.range = [normalization.low, normalization.high]  # the fitted mapping goes into config.yaml and
     run.save_config()                                             # every checkpoint
     accelerator.print(f"{len(images)} images from {config.data.path} at {config.data.resolution}px, "
@@ -143,17 +138,6 @@ def setup(config_cls, description: str, argv: list[str] | None = None) -> Contex
                         vflip=config.data.vflip, device=accelerator.device, normalization=normalization,
                         labels=labels)
     return Context(config, accelerator, run, data, resume_path)
-
-
-def exclude_band(band: str, encoding, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The frames and encoded labels outside a band of one continuous label (data.label_exclude)."""
-    try:
-        keep = outside_band(encoding, labels, band)
-    except ValueError as error:
-        raise DataError(f"data.label_exclude: {error}") from None
-    if int(keep.sum()) < 2:
-        raise DataError(f"data.label_exclude={band} leaves {int(keep.sum())} frame(s); a narrower band keeps more")
-    return images[keep], labels[keep]
 
 
 class user_errors:
