@@ -31,8 +31,8 @@ frame, at Otsu's threshold of the real pixels). Three questions:
 - `--band NAME=LOW:HIGH` (built-in set only): frames generated with NAME spread evenly over the band,
   the other labels drawn from the training set's, against frames rendered afresh at the same labels
   (floor: a second rendered set): the statistics' means and the label read back by the reader. Made
-  for a checkpoint trained with the band left out (`data.label_exclude=energy=2.5:3.5`): do its
-  frames between the seen settings show them? The real set leaves out the same frames training did.
+  for a checkpoint trained with the band left out (`data.label_exclude`): do its frames between the
+  seen settings show them?
 
 Training's periodic evaluation of a conditional run logs `training_metrics` (the response ratios and
 the fidelities) beside FID/KID.
