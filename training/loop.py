@@ -22,7 +22,7 @@ import torch
 from training.checkpoint import CheckpointError, load_checkpoint, resolve_resume
 from training.config import ConfigError, exit_with_error, parse_command_line, to_dict
 from training.data import DataError, ImageBatches, load_frames
-from training.labels import LabelEncoding, has_labels, load_labels
+from training.labels import has_labels, load_labels
 from training.distributed import (join_restarted_group, process_group_kwargs, restart_count, stop_watching,
                                   watch_peers)
 from training.images import to_uint8
@@ -298,6 +298,7 @@ def train(ctx: Context, task: GANTask) -> None:
         metrics = evaluator.evaluate(task.sampler(), config.eval.num_samples)
         if data.labels is not None and config.eval.stats and run.is_main:  # does a frame show its label?
             from eval.conditional import ConditionalEvaluation, builtin_renderer, training_metrics
+            from training.labels import LabelEncoding
             if conditional is None:
                 encoding = LabelEncoding.from_config(to_dict(config.data))
                 conditional = ConditionalEvaluation(encoding, data.images, encoding.decode(data.labels),
