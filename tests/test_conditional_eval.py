@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from plumbing import run_script
-from eval.conditional import ConditionalEvaluation, builtin_renderer, main, per_frame_statistics
+from eval.conditional import ConditionalEvaluation, builtin_renderer, class_fid, main, per_frame_statistics
 from training import particles
 from training.labels import LabelColumn, LabelEncoding
 
@@ -146,3 +146,22 @@ def test_command_line_on_a_tiny_conditional_checkpoint_matches_training_evaluati
     assert main(["--ckpt", str(tmp_path / "unconditional.pt")]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "trained without labels" in error
+
+
+def test_per_class_fid_scores_each_class_of_frames_apart(built_in):
+    from test_eval_fid import PixelFeatures
+    from eval.fid import Evaluator, scores
+
+    _, render, frames, values, asked = built_in
+    real, generated = torch.from_numpy(frames[:60]), torch.from_numpy(render(asked, 7)[:45, None])
+    real_values, generated_values = {k: v[:60] for k, v in values.items()}, {k: v[:45] for k, v in asked.items()}
+    evaluator = Evaluator(real, "cpu", extractor=PixelFeatures(), cache=False, precision_recall=False)
+    result = class_fid(real, generated, real_values, generated_values, ENCODING, "cpu", evaluator=evaluator)
+    assert set(result) == {"type"} and set(result["type"]) == set(particles.CONDITIONAL_KINDS)
+    for kind, score in result["type"].items():
+        real_rows = [i for i, v in enumerate(real_values["type"]) if v == kind]
+        generated_rows = [i for i, v in enumerate(generated_values["type"]) if v == kind]
+        expected = scores(PixelFeatures()(real[real_rows]).numpy(), PixelFeatures()(generated[generated_rows]).numpy(),
+                          precision_recall=False)
+        assert score["fid"] == pytest.approx(expected["fid"], rel=1e-5)
+        assert score["kid"] == pytest.approx(expected["kid"], rel=1e-5, abs=1e-9)
