@@ -240,7 +240,8 @@ class ConditionalEvaluation:
             curve = {field: [] for field in ("generated_mean", "generated_std", "real_mean", "real_std",
                                              "num_generated", "num_real", "difference", "floor")}
             for b in range(self.bins):
-                generated, real = generated_statistics[key][generated_bin == b], self.real_statistics[key][real_bin == b]
+                generated = generated_statistics[key][generated_bin == b]
+                real = self.real_statistics[key][real_bin == b]
                 a, second = statistics_a[key][bin_a == b], statistics_b[key][bin_b == b]
                 (g_mean, g_std), (r_mean, r_std) = _mean_std(generated), _mean_std(real)
                 defined = g_mean is not None and r_mean is not None and len(a) >= 2 and len(second) >= 2
@@ -435,8 +436,10 @@ def format_report(report: dict) -> str:
                 f"  total {number(stats['total_w1'], 3)}/{number(stats['floor']['total_w1'], 3)}  occupancy "
                 f"{number(stats['occupancy_w1'], 3)}/{number(stats['floor']['occupancy_w1'], 3)}  clusters "
                 f"{number(stats['clusters_w1'], 3)}/{number(stats['floor']['clusters_w1'], 3)}")
-            fid = f"  FID {entry['fid']:.4g}  KID {entry['kid']:.4g} ± {entry['kid_std']:.2g}" if "fid" in entry else ""
-            lines.append(f"  {label:10s} {entry['num_generated']:5d} generated {entry['num_real']:5d} real{detail}{fid}")
+            fid = (f"  FID {entry['fid']:.4g}  KID {entry['kid']:.4g} ± {entry['kid_std']:.2g}" if "fid" in entry
+                   else "")
+            lines.append(f"  {label:10s} {entry['num_generated']:5d} generated {entry['num_real']:5d} real"
+                         f"{detail}{fid}")
     if "band" in report:
         band = report["band"]
         lines.append(f"\nbetween the seen settings: {band['label']} in {band['range'][0]:g}..{band['range'][1]:g}, "

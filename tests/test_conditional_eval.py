@@ -83,7 +83,8 @@ def test_response_numbers_are_the_per_bin_means_and_the_floor_the_second_real_se
     assert occupancy["floor"][2] == pytest.approx(abs(real_occupancy[real_in].mean()
                                                       - second_occupancy[generated_in].mean()))
     assert occupancy["difference"][2] == pytest.approx(abs(occupancy["generated_mean"][2] - occupancy["real_mean"][2]))
-    assert per_frame_statistics(frames[:, 0].astype(np.float64), threshold)["occupancy"] == pytest.approx(real_occupancy)
+    statistics = per_frame_statistics(frames[:, 0].astype(np.float64), threshold)
+    assert statistics["occupancy"] == pytest.approx(real_occupancy)
 
 
 def test_band_compares_with_frames_rendered_afresh_there(built_in):
