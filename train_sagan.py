@@ -300,15 +300,18 @@ class SAGANTask:
         G = self.ema_generator() if self.G_ema is not None else self.accelerator.unwrap_model(self.G)
         z_dim, seed, device, table = self.config.model.z_dim, self.config.seed, self.accelerator.device, self.data.labels
 
+        def labels_for(indices: torch.Tensor) -> torch.Tensor | None:
+            return None if table is None else labels_for_indices(table, indices, seed).to(device)
+
         @torch.no_grad()
         def sample(indices: torch.Tensor) -> torch.Tensor:
             was_training = G.training
             G.eval()
-            labels = None if table is None else labels_for_indices(table, indices, seed).to(device)
-            images = G(latents_for_indices(indices, z_dim, seed).to(device), labels)
+            images = G(latents_for_indices(indices, z_dim, seed).to(device), labels_for(indices))
             G.train(was_training)
             return images
 
+        sample.labels_for = labels_for  # the labels sample i is generated with (training's conditional evaluation)
         return sample
 
     def state_dict(self) -> dict:

@@ -294,10 +294,10 @@ def train(ctx: Context, task: GANTask) -> None:
                 "best_fid": best_fid, "wallclock_s": wallclock(), "params": parameter_counts(task, accelerator),
                 "rng": rng_state(), **task.state_dict()}
 
-    evaluator = None
+    evaluator, conditional = None, None
 
     def evaluate(kimg: float) -> None:
-        nonlocal evaluator, best_fid
+        nonlocal evaluator, conditional, best_fid
         from eval.fid import Evaluator
         if evaluator is None:
             from eval.stats import FrameStatistics
@@ -306,6 +306,15 @@ def train(ctx: Context, task: GANTask) -> None:
                                   kid_subsets=config.eval.kid_subsets, kid_subset_size=config.eval.kid_subset_size,
                                   precision_recall=config.eval.precision_recall, stats=stats)
         metrics = evaluator.evaluate(task.sampler(), config.eval.num_samples)
+        if data.labels is not None and config.eval.stats and run.is_main:  # does a frame show its label?
+            from eval.conditional import ConditionalEvaluation, builtin_renderer, training_metrics
+            from training.labels import LabelEncoding
+            if conditional is None:
+                encoding = LabelEncoding.from_config(to_dict(config.data))
+                conditional = ConditionalEvaluation(encoding, data.images, encoding.decode(data.labels),
+                                                    render=builtin_renderer(to_dict(config.data)))
+            metrics["conditional"] = training_metrics(conditional, task.sampler(), data.normalization,
+                                                      config.eval.num_samples, config.eval.batch_size)
         run.log_metrics({"step": step, "kimg": round(kimg, 3), "wallclock_s": round(wallclock(), 2), **metrics}, kimg)
         write(f"kimg {kimg:.2f}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
         if metrics["fid"] < best_fid:

@@ -1,0 +1,598 @@
+"""Does a generated frame show the setting it was asked for? A conditional checkpoint, label by label.
+
+    python eval/conditional.py --ckpt CKPT [--num-samples N] [--bins 5] [--band energy=2.5:3.5] [--fid]
+                               [--json] [--plots DIR]
+
+Generated frames are asked for labels drawn from the training set's (exactly the frames
+`eval/generate.py --ckpt CKPT --num N` writes with the same seed) and taken to data units. Each frame
+is reduced to the per-frame statistics of eval/stats.py (total intensity, occupancy, clusters per
+frame, at Otsu's threshold of the real pixels). Three questions:
+
+- response curves: for each continuous label, its training range cut into `--bins` equal bins; per
+  bin the mean and spread of each statistic over the generated frames asked for labels in the bin
+  and over the real frames labelled there, |mean generated - mean real| beside the real-vs-real
+  floor: the same difference between the real set and a second real set. For `builtin:particles-cond`
+  the second set is rendered afresh at the generated frames' labels (other hits and tracks, the very
+  settings asked for: what an ideal generator would score); for a user's data it is two random halves
+  of the real set (so the floor compares half-size sets). `ratio` per label and statistic: the sum
+  over bins of the differences over the sum of the floors (about 1: as far from the real set as real
+  frames are; the per-bin numbers are noisier);
+- label fidelity: a small network (`LabelReader`) trained on the real frames to read every label
+  from a frame's `reader_features` (the per-frame statistics, pixel quantiles and power spectrum;
+  a regression per continuous label, a classifier per discrete one), applied to the generated frames:
+  R² (continuous) / accuracy (discrete) against the
+  labels they were asked for, beside the same reader's on real frames it never saw (for the built-in
+  set: the second set, rendered at the same labels; for a user's data: a quarter of the real frames,
+  held out of the reader's training);
+- per class of each discrete label: the statistics of eval/stats.py (Wasserstein-1 distances with
+  their two-halves floors) between the generated and real frames of the class, with their counts;
+  with `--fid` also FID and KID (Inception; slow on a CPU, and strongly biased at a few hundred
+  frames per class: read KID);
+- `--band NAME=LOW:HIGH` (built-in set only): frames generated with NAME spread evenly over the band,
+  the other labels drawn from the training set's, against frames rendered afresh at the same labels
+  (floor: a second rendered set): the statistics' means and the label read back by the reader. Made
+  for a checkpoint trained with the band left out (`data.label_exclude`): do its frames between the
+  seen settings show them?
+
+Training's periodic evaluation of a conditional run logs `training_metrics` (the response ratios and
+the fidelities) beside FID/KID.
+
+`--json` prints one JSON object on the last line: {"num_generated", "num_real", "threshold", "floor",
+"response": {label: {"bins": [[lo, hi], ...], "statistics": {stat: {"generated_mean": [...],
+"generated_std", "real_mean", "real_std", "num_generated", "num_real", "difference", "floor",
+"ratio"}}}}, "fidelity": {label: {"kind", "generated", "real", "chance"}}, "classes": {label: {class:
+{"num_generated", "num_real", "stats": {eval/stats.py's report}, ["fid", "kid", "kid_std"]}}},
+["band": {...}], "seconds"}; a number that is undefined (an empty bin) is null. A checkpoint trained
+without labels, or bad input, is a one-line error with exit status 2.
+"""
+
+import os
+import sys
+
+if __package__ in (None, ""):
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import argparse
+import json
+import time
+from types import SimpleNamespace
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from eval.stats import FrameStatistics, frame_features, otsu_threshold, radial_power_spectrum, single_channel
+from training.labels import LabelEncoding
+
+PER_FRAME = {  # frame_features key -> what it is
+    "totals": "total intensity",
+    "occupancy": "occupancy",
+    "clusters": "clusters per frame",
+}
+UNREADABLE_R2 = 0.2              # below this R² on real frames (or chance + 0.1 accuracy) the fidelity says nothing
+UNREADABLE_ACCURACY_GAIN = 0.1
+RENDER_ARGUMENT = {"energy": "energy", "field": "field", "type": "kind"}  # label -> render_conditional_frame's
+FRESH_SEED_STRIDE = 1000  # copy k of the built-in set is rendered with seed data_seed + k * FRESH_SEED_STRIDE
+
+
+def per_frame_statistics(frames: np.ndarray, threshold: float) -> dict[str, np.ndarray]:
+    """{PER_FRAME key: one value per frame} of single-channel frames [N, H, W] in data units."""
+    features = frame_features(frames, threshold)
+    return {key: np.asarray(features[key], np.float64) for key in PER_FRAME}
+
+
+def _subset(values: dict[str, list], rows: np.ndarray) -> dict[str, list]:
+    return {name: [column[i] for i in rows] for name, column in values.items()}
+
+
+def _mean_std(samples: np.ndarray) -> tuple[float | None, float | None]:
+    return (float(samples.mean()), float(samples.std(ddof=1))) if len(samples) >= 2 else (None, None)
+
+
+# ---------------------------------------------------------------------------
+# Reading the labels back from a frame
+
+def reader_features(frames: np.ndarray, threshold: float) -> np.ndarray:
+    """What the label reader sees of single-channel frames [N, H, W]: the per-frame statistics, pixel
+    quantiles (median, 90 %, 99 %, maximum) and the log radially averaged power spectrum, all unchanged
+    by flips and rotations of the frame."""
+    statistics = per_frame_statistics(frames, threshold)
+    quantiles = np.quantile(frames.reshape(len(frames), -1), [0.5, 0.9, 0.99, 1.0], axis=1).T
+    spectra = np.stack([radial_power_spectrum(frame[None]) for frame in frames])
+    return np.concatenate([np.stack([statistics[key] for key in PER_FRAME], 1), quantiles,
+                           np.log(spectra + np.finfo(np.float64).tiny)], axis=1)
+
+
+class LabelReader(nn.Module):
+    """A small network reading every label from a frame's `reader_features`: one output per continuous
+    label (its encoded value, about [-1, 1]) and one logit per class, in the encoding's order, so
+    `encoding.decode` reads its output.
+
+    Args:
+        encoding:   the checkpoint's label encoding
+        features:   the real frames' features [N, F]: their mean and spread standardize every input
+        hidden:     width of the hidden layer
+    """
+
+    def __init__(self, encoding: LabelEncoding, features: np.ndarray, hidden: int = 16):
+        super().__init__()
+        self.encoding = encoding
+        self.register_buffer("mean", torch.from_numpy(features.mean(0)).float())
+        self.register_buffer("std", torch.from_numpy(features.std(0) + 1e-12).float())
+        self.net = nn.Sequential(nn.Linear(features.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, encoding.c_dim))
+
+    def forward(self, features: np.ndarray) -> torch.Tensor:
+        return self.net((torch.from_numpy(np.asarray(features)).float() - self.mean) / self.std)
+
+    def loss(self, features: np.ndarray, c: torch.Tensor) -> torch.Tensor:
+        """Squared error on continuous labels, cross-entropy on each discrete one, summed."""
+        out, total, at = self(features), 0.0, 0
+        for column in self.encoding.columns:
+            block, target = out[:, at:at + column.width], c[:, at:at + column.width]
+            if column.kind == "continuous":
+                total = total + ((block - target) ** 2).mean()
+            else:
+                total = total + nn.functional.cross_entropy(block, target.argmax(1))
+            at += column.width
+        return total
+
+    def fit(self, features: np.ndarray, c: torch.Tensor, steps: int = 500) -> "LabelReader":
+        """Full-batch training on the real frames' features and encoded labels c."""
+        optimizer = torch.optim.Adam(self.parameters(), lr=1e-2, weight_decay=1e-2)
+        self.train()
+        for _ in range(steps):
+            optimizer.zero_grad(set_to_none=True)
+            self.loss(features, c).backward()
+            optimizer.step()
+        return self.eval()
+
+    @torch.no_grad()
+    def read(self, features: np.ndarray) -> dict[str, list]:
+        """The labels read from frames' features, as label values."""
+        return self.encoding.decode(self(features))
+
+
+def fidelity_scores(encoding: LabelEncoding, asked: dict[str, list], read: dict[str, list]) -> dict[str, float]:
+    """{label: R² (continuous) or accuracy (discrete)} of labels read back against the labels asked for."""
+    scores = {}
+    for column in encoding.columns:
+        if column.kind == "continuous":
+            truth, guess = np.asarray(asked[column.name], np.float64), np.asarray(read[column.name], np.float64)
+            spread = ((truth - truth.mean()) ** 2).sum()
+            scores[column.name] = float(1 - ((guess - truth) ** 2).sum() / spread) if spread > 0 else None
+        else:
+            scores[column.name] = float(np.mean([str(a) == str(b) for a, b in zip(asked[column.name],
+                                                                                   read[column.name])]))
+    return scores
+
+
+# ---------------------------------------------------------------------------
+# The evaluation
+
+class ConditionalEvaluation:
+    """The real side of the conditional evaluation, computed once; `report` scores generated frames.
+
+    Args:
+        encoding:      the checkpoint's label encoding
+        real_frames:   [N, C, H, W] or [N, H, W] in data units
+        real_values:   {label: N values}, the real frames' labels
+        render:        (values, copy) -> frames in data units at those labels, content set `copy` (1, 2, ...)
+                       different from the real set's; None for a user's data (floor from two halves)
+        bins:          bins per continuous label over its training range
+        seed:          the halves, the held-out quarter and the reader's initialization
+    """
+
+    def __init__(self, encoding: LabelEncoding, real_frames, real_values: dict[str, list], *,
+                 render: Callable | None = None, bins: int = 5, seed: int = 0):
+        if not encoding.c_dim:
+            raise ValueError("the conditional evaluation needs labels (an encoding with c_dim > 0)")
+        self.encoding, self.render, self.bins = encoding, render, bins
+        self.real = single_channel(real_frames)
+        self.real_values = {name: list(real_values[name]) for name in encoding.names}
+        self.threshold = otsu_threshold(self.real)
+        self.real_statistics = per_frame_statistics(self.real, self.threshold)
+        if render is not None:  # the floor and the reader's test set are rendered at each report's labels
+            train_rows = np.arange(len(self.real))
+        else:
+            order = np.random.default_rng(seed).permutation(len(self.real))
+            halves = order[:len(order) // 2], order[len(order) // 2:2 * (len(order) // 2)]
+            self.floor_sets = tuple((_subset(self.real_values, rows),
+                                     {k: v[rows] for k, v in self.real_statistics.items()}) for rows in halves)
+            quarter = max(len(order) // 4, 1)
+            train_rows, held_out = np.sort(order[quarter:]), np.sort(order[:quarter])
+        features = reader_features(self.real[train_rows], self.threshold)
+        with torch.random.fork_rng(devices=[]):  # the reader's initialization leaves the caller's RNG alone
+            torch.manual_seed(seed)
+            self.reader = LabelReader(encoding, features)
+        self.reader.fit(features, encoding.encode(_subset(self.real_values, train_rows)))
+        if render is None:
+            self.fidelity_real = fidelity_scores(encoding, _subset(self.real_values, held_out),
+                                                 self.read(self.real[held_out]))
+            self.num_held_out = len(held_out)
+
+    @property
+    def floor_kind(self) -> str:
+        return ("two random halves of the real set" if self.render is None else
+                "the real set against frames rendered afresh at the generated frames' labels")
+
+    def read(self, frames: np.ndarray) -> dict[str, list]:
+        """The labels the reader reads from single-channel frames [N, H, W]."""
+        return self.reader.read(reader_features(frames, self.threshold))
+
+    def bin_edges(self, name: str) -> np.ndarray:
+        column = self.encoding.columns[self.encoding.names.index(name)]
+        return np.linspace(column.low, column.high, self.bins + 1)
+
+    def _bin_of(self, name: str, values: list) -> np.ndarray:
+        return np.clip(np.digitize(np.asarray(values, np.float64), self.bin_edges(name)) - 1, 0, self.bins - 1)
+
+    def response(self, name: str, generated_values: dict, generated_statistics: dict, floor_sets) -> dict:
+        """The response curves of one continuous label: per bin and statistic, generated against real; the
+        floor: the same difference between the two real sets `floor_sets` ((values, statistics) each)."""
+        edges = self.bin_edges(name)
+        real_bin, generated_bin = self._bin_of(name, self.real_values[name]), self._bin_of(name,
+                                                                                           generated_values[name])
+        (values_a, statistics_a), (values_b, statistics_b) = floor_sets
+        bin_a, bin_b = self._bin_of(name, values_a[name]), self._bin_of(name, values_b[name])
+        curves = {}
+        for key in PER_FRAME:
+            curve = {field: [] for field in ("generated_mean", "generated_std", "real_mean", "real_std",
+                                             "num_generated", "num_real", "difference", "floor")}
+            for b in range(self.bins):
+                generated = generated_statistics[key][generated_bin == b]
+                real = self.real_statistics[key][real_bin == b]
+                a, second = statistics_a[key][bin_a == b], statistics_b[key][bin_b == b]
+                (g_mean, g_std), (r_mean, r_std) = _mean_std(generated), _mean_std(real)
+                defined = g_mean is not None and r_mean is not None and len(a) >= 2 and len(second) >= 2
+                curve["generated_mean"].append(g_mean)
+                curve["generated_std"].append(g_std)
+                curve["real_mean"].append(r_mean)
+                curve["real_std"].append(r_std)
+                curve["num_generated"].append(int(len(generated)))
+                curve["num_real"].append(int(len(real)))
+                curve["difference"].append(abs(g_mean - r_mean) if defined else None)
+                curve["floor"].append(abs(float(a.mean()) - float(second.mean())) if defined else None)
+            pairs = [(d, f) for d, f in zip(curve["difference"], curve["floor"]) if d is not None]
+            floor_sum = sum(f for _, f in pairs)
+            curve["ratio"] = sum(d for d, _ in pairs) / floor_sum if pairs and floor_sum > 0 else None
+            curves[key] = curve
+        return {"bins": [[float(edges[b]), float(edges[b + 1])] for b in range(self.bins)], "statistics": curves}
+
+    def per_class(self, name: str, generated: np.ndarray, generated_values: dict) -> dict:
+        """eval/stats.py's statistics of each class of one discrete label, generated against real."""
+        column = self.encoding.columns[self.encoding.names.index(name)]
+        result = {}
+        for label in column.classes:
+            real_rows = np.flatnonzero([str(v) == label for v in self.real_values[name]])
+            generated_rows = np.flatnonzero([str(v) == label for v in generated_values[name]])
+            entry = {"num_generated": int(len(generated_rows)), "num_real": int(len(real_rows)), "stats": None}
+            if len(real_rows) >= 2 and len(generated_rows) >= 1:
+                statistics = FrameStatistics(self.real[real_rows], threshold=self.threshold)
+                entry["stats"] = statistics.report(generated[generated_rows])
+            result[label] = entry
+        return result
+
+    def report(self, generated_frames, generated_values: dict[str, list]) -> dict:
+        """Generated frames (data units) asked for `generated_values`, against the real side."""
+        generated = single_channel(generated_frames)
+        generated_values = {name: list(generated_values[name]) for name in self.encoding.names}
+        statistics = per_frame_statistics(generated, self.threshold)
+        fidelity_generated = fidelity_scores(self.encoding, generated_values, self.read(generated))
+        if self.render is not None:
+            # What an ideal generator would score: real frames rendered afresh at the very labels asked for.
+            rendered = single_channel(self.render(generated_values, 1))
+            floor_sets = ((self.real_values, self.real_statistics),
+                          (generated_values, per_frame_statistics(rendered, self.threshold)))
+            fidelity_real = fidelity_scores(self.encoding, generated_values, self.read(rendered))
+            num_held_out = len(rendered)
+        else:
+            floor_sets, fidelity_real, num_held_out = self.floor_sets, self.fidelity_real, self.num_held_out
+        report = {"num_generated": len(generated), "num_real": len(self.real), "threshold": self.threshold,
+                  "floor": self.floor_kind, "response": {}, "fidelity": {}, "classes": {}}
+        for column in self.encoding.columns:
+            if column.kind == "continuous":
+                report["response"][column.name] = self.response(column.name, generated_values, statistics,
+                                                                floor_sets)
+                chance = None
+            else:
+                report["classes"][column.name] = self.per_class(column.name, generated, generated_values)
+                chance = 1 / len(column.classes)
+            report["fidelity"][column.name] = {"kind": column.kind, "generated": fidelity_generated[column.name],
+                                               "real": fidelity_real[column.name], "chance": chance,
+                                               "num_real": num_held_out}
+        return report
+
+    def band(self, name: str, low: float, high: float, generated_frames, generated_values: dict[str, list]) -> dict:
+        """Generated frames asked for labels with `name` inside [low, high] against frames rendered afresh at
+        the same labels (floor: a second rendered set): each statistic's mean and the label read back."""
+        if self.render is None:
+            raise ValueError("--band compares with frames rendered afresh: it needs the built-in labelled set "
+                             "(builtin:particles-cond)")
+        generated = single_channel(generated_frames)
+        rendered = [single_channel(self.render(generated_values, copy)) for copy in (2, 3)]
+        sets = [generated, *rendered]
+        statistics = [per_frame_statistics(frames, self.threshold) for frames in sets]
+        read = [np.asarray(self.read(frames)[name], np.float64) for frames in sets]
+        truth = np.asarray(generated_values[name], np.float64)
+        result = {"label": name, "range": [low, high], "num": len(generated), "statistics": {}}
+        for key in PER_FRAME:
+            means = [float(s[key].mean()) for s in statistics]
+            result["statistics"][key] = {"generated_mean": means[0], "rendered_mean": means[1],
+                                         "difference": abs(means[0] - means[1]), "floor": abs(means[1] - means[2])}
+        result["read"] = {"generated_mean": float(read[0].mean()), "rendered_mean": float(read[1].mean()),
+                          "generated_rmse": float(np.sqrt(((read[0] - truth) ** 2).mean())),
+                          "rendered_rmse": float(np.sqrt(((read[1] - truth) ** 2).mean()))}
+        return result
+
+
+def training_metrics(evaluation: ConditionalEvaluation, sampler, normalization, num_samples: int,
+                     batch_size: int = 64) -> dict:
+    """The few numbers training's periodic evaluation logs for a conditional generator: per continuous
+    label and statistic the response `ratio`, and per label the fidelity on generated frames beside
+    real ones ({"response/<label>/<statistic>": ..., "fidelity/<label>/generated": ..., ".../real": ...})."""
+    from eval.generate import generate_data_units
+
+    indices = torch.arange(num_samples)
+    values = evaluation.encoding.decode(sampler.labels_for(indices))
+    report = evaluation.report(generate_data_units(sampler, indices, normalization, batch_size), values)
+    metrics = {f"response/{name}/{key}": curve["ratio"] for name, response in report["response"].items()
+               for key, curve in response["statistics"].items()}
+    for name, entry in report["fidelity"].items():
+        metrics[f"fidelity/{name}/generated"], metrics[f"fidelity/{name}/real"] = entry["generated"], entry["real"]
+    return metrics
+
+def class_fid(real_uint8: torch.Tensor, generated_uint8: torch.Tensor, real_values: dict, generated_values: dict,
+              encoding: LabelEncoding, device, evaluator=None) -> dict:
+    """{label: {class: {"fid", "kid", "kid_std"}}} of each discrete label's classes (Inception features of
+    every frame once, then split by class); a class with fewer than 2 frames on a side is left out."""
+    from eval.fid import Evaluator, compute_features, scores
+
+    evaluator = evaluator or Evaluator(real_uint8, device, precision_recall=False)
+    real_features = evaluator.real_features
+    generated_features = compute_features(generated_uint8, evaluator.extractor, batch_size=evaluator.batch_size,
+                                          progress="generated features")
+    result = {}
+    for column in encoding.columns:
+        if column.kind != "discrete":
+            continue
+        result[column.name] = {}
+        for label in column.classes:
+            real_rows = [i for i, v in enumerate(real_values[column.name]) if str(v) == label]
+            generated_rows = [i for i, v in enumerate(generated_values[column.name]) if str(v) == label]
+            if len(real_rows) >= 2 and len(generated_rows) >= 2:
+                score = scores(real_features[real_rows], generated_features[generated_rows], precision_recall=False,
+                               device=device)
+                result[column.name][label] = {key: score[key] for key in ("fid", "kid", "kid_std")}
+    return result
+
+
+# ---------------------------------------------------------------------------
+# Plots
+
+def plot_response(report: dict, out_dir: str) -> list[str]:
+    """One PNG per continuous label: each statistic's mean ± spread per bin, real and generated."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    for name, response in report["response"].items():
+        centers = [(lo + hi) / 2 for lo, hi in response["bins"]]
+        fig, axes = plt.subplots(1, len(PER_FRAME), figsize=(4 * len(PER_FRAME), 3.4))
+        for ax, (key, label) in zip(axes, PER_FRAME.items()):
+            curve = response["statistics"][key]
+            for side, offset, style in (("real", -0.08, "o-"), ("generated", 0.08, "s--")):
+                shown = [(c, m, s) for c, m, s in zip(centers, curve[f"{side}_mean"], curve[f"{side}_std"])
+                         if m is not None]
+                if shown:
+                    width = response["bins"][0][1] - response["bins"][0][0]
+                    x, mean, std = (np.array(v, np.float64) for v in zip(*shown))
+                    ax.errorbar(x + offset * width, mean, yerr=std, fmt=style, capsize=3,
+                                label=f"{side} ({sum(curve[f'num_{side}'])})")
+            ax.set_xlabel(name)
+            ax.set_ylabel(label)
+            ax.legend(fontsize=8)
+        fig.suptitle(f"response to {name}: mean ± standard deviation per bin")
+        fig.tight_layout()
+        paths.append(os.path.join(out_dir, f"response_{name}.png"))
+        fig.savefig(paths[-1], dpi=100)
+        plt.close(fig)
+    return paths
+
+
+# ---------------------------------------------------------------------------
+# Command line
+
+def format_report(report: dict) -> str:
+    def number(value, digits=4):
+        return "–" if value is None else f"{value:.{digits}g}"
+
+    lines = [f"{report['num_generated']} generated frames at labels drawn from the training set's, "
+             f"{report['num_real']} real; floor: {report['floor']}"]
+    for name, response in report["response"].items():
+        lines.append(f"\nresponse to {name} (per bin: |mean generated - mean real| / real-vs-real floor)")
+        lines.append(f"{'statistic':22s}" + "".join(f"{f'{lo:.3g}-{hi:.3g}':>20s}" for lo, hi in response["bins"])
+                     + f"{'ratio':>8s}")
+        for key, label in PER_FRAME.items():
+            curve = response["statistics"][key]
+            cells = [f"{number(d, 3)} / {number(f, 3)}" for d, f in zip(curve["difference"], curve["floor"])]
+            lines.append(f"{label:22s}" + "".join(f"{c:>20s}" for c in cells) + f"{number(curve['ratio'], 3):>8s}")
+    lines.append("\nlabel fidelity (a reader trained on real frames reads the label back)")
+    for name, entry in report["fidelity"].items():
+        measure = "R²" if entry["kind"] == "continuous" else "accuracy"
+        chance = f", chance {entry['chance']:.3g}" if entry["chance"] is not None else ""
+        unreadable = entry["real"] is None or entry["real"] < (UNREADABLE_R2 if entry["chance"] is None
+                                                               else entry["chance"] + UNREADABLE_ACCURACY_GAIN)
+        verdict = "  (the reader cannot read it from real frames either: no verdict)" if unreadable else ""
+        lines.append(f"  {name:10s} {measure} generated {number(entry['generated'], 3)}, real (held out, "
+                     f"{entry['num_real']}) {number(entry['real'], 3)}{chance}{verdict}")
+    for name, classes in report["classes"].items():
+        lines.append(f"\nper class of {name} (W1 generated vs real / floor of two real halves)")
+        for label, entry in classes.items():
+            stats = entry["stats"]
+            detail = "" if stats is None else (
+                f"  total {number(stats['total_w1'], 3)}/{number(stats['floor']['total_w1'], 3)}  occupancy "
+                f"{number(stats['occupancy_w1'], 3)}/{number(stats['floor']['occupancy_w1'], 3)}  clusters "
+                f"{number(stats['clusters_w1'], 3)}/{number(stats['floor']['clusters_w1'], 3)}")
+            fid = (f"  FID {entry['fid']:.4g}  KID {entry['kid']:.4g} ± {entry['kid_std']:.2g}" if "fid" in entry
+                   else "")
+            lines.append(f"  {label:10s} {entry['num_generated']:5d} generated {entry['num_real']:5d} real"
+                         f"{detail}{fid}")
+    if "band" in report:
+        band = report["band"]
+        lines.append(f"\nbetween the seen settings: {band['label']} in {band['range'][0]:g}..{band['range'][1]:g}, "
+                     f"{band['num']} generated against as many rendered afresh (mean generated / rendered / floor)")
+        for key, label in PER_FRAME.items():
+            s = band["statistics"][key]
+            lines.append(f"  {label:22s} {s['generated_mean']:.4g} / {s['rendered_mean']:.4g}  |difference| "
+                         f"{s['difference']:.3g}  floor {s['floor']:.3g}")
+        r = band["read"]
+        lines.append(f"  {band['label']} read back: mean {r['generated_mean']:.3g} generated, {r['rendered_mean']:.3g} "
+                     f"rendered; RMSE {r['generated_rmse']:.3g} generated, {r['rendered_rmse']:.3g} rendered")
+    lines.append(f"\n{report['seconds']:.1f} s")
+    return "\n".join(lines)
+
+
+def parse_band(text: str, encoding: LabelEncoding) -> tuple[str, float, float]:
+    """'energy=2.5:3.5' -> ('energy', 2.5, 3.5); a ValueError (one line) otherwise."""
+    name, _, bounds = text.partition("=")
+    low, _, high = bounds.partition(":")
+    continuous = [c.name for c in encoding.columns if c.kind == "continuous"]
+    try:
+        low, high = float(low), float(high)
+    except ValueError:
+        low = high = None
+    if name not in continuous or low is None or not high > low:
+        raise ValueError(f"--band {text}: expected NAME=LOW:HIGH with LOW < HIGH and NAME a continuous label "
+                         f"({', '.join(continuous) or 'this checkpoint has none'})")
+    return name, low, high
+
+
+def builtin_renderer(data: dict) -> Callable | None:
+    """(values, copy) -> frames of `builtin:particles-cond` rendered afresh at those labels; None for other data."""
+    from training import particles
+    from training.data import parse_builtin
+    from training.labels import builtin_has_labels
+
+    if not builtin_has_labels(data["path"]):
+        return None
+    data_seed, resolution = parse_builtin(data["path"])[1]["seed"], data["resolution"]
+
+    def render(values: dict[str, list], copy: int) -> np.ndarray:
+        count = len(next(iter(values.values())))
+        return np.stack([particles.render_conditional_frame(
+            data_seed + copy * FRESH_SEED_STRIDE, i, resolution,
+            **{RENDER_ARGUMENT[name]: column[i] for name, column in values.items() if name in RENDER_ARGUMENT})
+            for i in range(count)])
+    return render
+
+
+def evaluate_checkpoint(args) -> dict:
+    from eval.fid import EvalError
+    from eval.generate import generate_data_units
+    from training.checkpoint import load_checkpoint
+    from training.data import load_frames
+    from training.labels import excluded_frames, labels_for_indices, read_labels
+    from training.normalize import normalization_from_config
+    import nets
+
+    started = time.perf_counter()
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    checkpoint = load_checkpoint(args.ckpt)
+    data = checkpoint["config"].get("data", {})
+    encoding = LabelEncoding.from_config(data)
+    if not encoding.c_dim or "labels" not in checkpoint:
+        raise EvalError(f"{args.ckpt} was trained without labels; eval/conditional.py needs a conditional "
+                        f"checkpoint (data.labels or builtin:particles-cond); score this one with eval/stats.py "
+                        f"and eval/fid.py")
+    try:
+        band = parse_band(args.band, encoding) if args.band else None
+    except ValueError as error:
+        raise EvalError(str(error)) from None
+    render = builtin_renderer(data)
+    if band and render is None:
+        raise EvalError(f"--band compares with frames rendered afresh at the band's labels: it needs a checkpoint "
+                        f"trained on builtin:particles-cond, not {data['path']}")
+    frames, names = load_frames(data["path"], data["resolution"], data["channels"])
+    table = read_labels(SimpleNamespace(path=data["path"], labels=data.get("labels", "")), names, len(frames))
+    real_values = {name: table[name] for name in encoding.names}
+    # The frames the run trained on: a band left out of training (data.label_exclude) stays out here too.
+    kept = ~excluded_frames(encoding, encoding.encode(real_values), data.get("label_exclude") or [])
+    frames = frames[kept]
+    real_values = {name: [v for v, keep in zip(column, kept.tolist()) if keep] for name, column in real_values.items()}
+    normalization = normalization_from_config(data)
+    evaluation = ConditionalEvaluation(encoding, frames, real_values, render=render, bins=args.bins, seed=args.seed)
+
+    def generate(encoded: torch.Tensor) -> torch.Tensor:
+        sampler = nets.load_sampler(checkpoint, device, seed=args.seed, truncation=args.truncation,
+                                    use_ema=not args.no_ema, labels=encoded.to(device))
+        return generate_data_units(sampler, torch.arange(len(encoded)), normalization, args.batch_size,
+                                   progress="generate")
+
+    # The rows eval/generate.py draws for the same seed: sample i asks for the training row (seed, i) picks.
+    encoded = labels_for_indices(checkpoint["labels"], torch.arange(args.num_samples), args.seed)
+    values = encoding.decode(encoded)
+    generated = generate(encoded)
+    report = evaluation.report(generated, values)
+    if args.fid:
+        fids = class_fid(normalization.to_uint8(frames), normalization.to_uint8(generated), real_values, values,
+                         encoding, device)
+        for name, classes in fids.items():
+            for label, score in classes.items():
+                report["classes"][name][label].update(score)
+    if band:
+        name, low, high = band
+        band_values = dict(values)
+        band_values[name] = list(low + (np.arange(args.num_samples) + 0.5) / args.num_samples * (high - low))
+        band_frames = generate(encoding.encode(band_values))
+        report["band"] = evaluation.band(name, low, high, band_frames, band_values)
+    report["seconds"] = time.perf_counter() - started
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Does a conditional checkpoint's frame show the setting it was "
+                                                 "asked for: response curves, label fidelity, per-class statistics.")
+    parser.add_argument("--ckpt", required=True, help="a conditional checkpoint (trained with labels)")
+    parser.add_argument("--num-samples", type=int, default=1000, help="generated frames (default 1000)")
+    parser.add_argument("--bins", type=int, default=5, help="bins per continuous label over its training range")
+    parser.add_argument("--band", metavar="NAME=LOW:HIGH", help="built-in set: also frames generated inside this "
+                        "band of a continuous label against frames rendered afresh there")
+    parser.add_argument("--fid", action="store_true", help="also FID/KID per class of each discrete label "
+                        "(Inception: minutes on a CPU)")
+    parser.add_argument("--seed", type=int, default=0, help="sample i depends on (seed, i); also the reader's seed")
+    parser.add_argument("--truncation", type=float, default=1.0, help="truncation psi (StyleGAN2)")
+    parser.add_argument("--no-ema", action="store_true", help="G, not G_ema")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda when available")
+    parser.add_argument("--plots", metavar="DIR", help="write a response-curve plot per continuous label")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    args = parser.parse_args(argv)
+    if args.num_samples < 2 or args.bins < 1 or args.batch_size < 1:
+        parser.error("--num-samples must be at least 2, --bins and --batch-size positive")
+
+    from eval.fid import EvalError
+    from eval.inception_weights import WeightsError
+    from training.checkpoint import CheckpointError
+    from training.config import ConfigError
+    from training.data import DataError
+
+    try:
+        report = evaluate_checkpoint(args)
+        if args.plots:
+            plot_response(report, args.plots)
+    except (EvalError, WeightsError, CheckpointError, DataError, ConfigError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(format_report(report), file=sys.stderr if args.json else sys.stdout)
+    if args.plots:
+        print(f"plots in {args.plots}", file=sys.stderr if args.json else sys.stdout)
+    if args.json:
+        print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

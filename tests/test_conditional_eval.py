@@ -1,0 +1,168 @@
+"""eval/conditional.py: an ideal generator (frames rendered afresh at the asked labels) passes, one that
+ignores or shuffles its labels is caught; the response numbers are the per-bin means; the command line
+end to end on a tiny conditional checkpoint."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from plumbing import run_script
+from eval.conditional import ConditionalEvaluation, builtin_renderer, class_fid, main, per_frame_statistics
+from training import particles
+from training.labels import LabelColumn, LabelEncoding
+
+COUNT, RESOLUTION = 400, 32
+ENCODING = LabelEncoding([LabelColumn("energy", "continuous", *particles.ENERGY_RANGE),
+                          LabelColumn("field", "continuous", *particles.FIELD_RANGE),
+                          LabelColumn("type", "discrete", classes=particles.CONDITIONAL_KINDS)])
+
+
+@pytest.fixture(scope="module")
+def built_in():
+    """The real side on builtin:particles-cond, the renderer, and labels asked of a generator (drawn from
+    the real rows, as a checkpoint's sampler draws them)."""
+    torch.set_num_threads(1)
+    frames, rows = particles.render_conditional(COUNT, RESOLUTION, seed=0)
+    values = {name: [row[name] for row in rows] for name in ENCODING.names}
+    render = builtin_renderer({"path": f"builtin:particles-cond?count={COUNT}", "resolution": RESOLUTION})
+    evaluation = ConditionalEvaluation(ENCODING, frames, values, render=render)
+    drawn = np.random.default_rng(1).integers(COUNT, size=COUNT)
+    asked = {name: [column[i] for i in drawn] for name, column in values.items()}
+    return evaluation, render, frames, values, asked
+
+
+def test_an_ideal_generator_is_within_the_floor_and_reads_back_like_real_frames(built_in):
+    evaluation, render, _, _, asked = built_in
+    report = evaluation.report(render(asked, 7), asked)  # content set 7: neither the real one nor the floor's
+    assert report["floor"] == "the real set against frames rendered afresh at the generated frames' labels"
+    for name in ("energy", "field"):
+        ratios = [curve["ratio"] for curve in report["response"][name]["statistics"].values()]
+        assert np.mean(ratios) < 2, (name, ratios)
+    fidelity = report["fidelity"]
+    assert fidelity["energy"]["real"] > 0.3 and fidelity["type"]["real"] > 0.5  # the reader reads these two
+    assert fidelity["energy"]["generated"] >= 0.8 * fidelity["energy"]["real"]
+    assert fidelity["type"]["generated"] >= 0.8 * fidelity["type"]["real"]
+    assert sum(entry["num_generated"] for entry in report["classes"]["type"].values()) == COUNT
+
+
+def test_a_generator_that_ignores_or_shuffles_its_labels_is_flagged(built_in):
+    evaluation, render, _, _, asked = built_in
+    ignored = evaluation.report(render({**asked, "energy": [3.0] * COUNT}, 7), asked)
+    occupancy = ignored["response"]["energy"]["statistics"]["occupancy"]
+    assert occupancy["ratio"] > 4
+    assert ignored["fidelity"]["energy"]["generated"] < 0 < ignored["fidelity"]["energy"]["real"]
+    assert ignored["fidelity"]["type"]["generated"] >= 0.8 * ignored["fidelity"]["type"]["real"]  # type still shown
+
+    order = np.random.default_rng(2).permutation(COUNT)
+    shuffled = evaluation.report(render({name: [column[i] for i in order] for name, column in asked.items()}, 7),
+                                 asked)
+    assert shuffled["fidelity"]["energy"]["generated"] < 0
+    assert shuffled["fidelity"]["type"]["generated"] < 0.5 * shuffled["fidelity"]["type"]["real"]
+    assert shuffled["response"]["energy"]["statistics"]["occupancy"]["ratio"] > 4
+
+
+def test_response_numbers_are_the_per_bin_means_and_the_floor_the_second_real_set(built_in):
+    evaluation, render, frames, values, asked = built_in
+    generated = render(asked, 7)
+    report = evaluation.report(generated, asked)
+    curve = report["response"]["energy"]
+    assert curve["bins"][0] == pytest.approx([1.0, 1.8]) and curve["bins"][-1] == pytest.approx([4.2, 5.0])
+    threshold = report["threshold"]
+    real_occupancy = (frames[:, 0] > threshold).mean((1, 2))
+    generated_occupancy = (generated > threshold).mean((1, 2))
+    second_occupancy = (render(asked, 1) > threshold).mean((1, 2))
+    energy, asked_energy = np.array(values["energy"]), np.array(asked["energy"])
+    real_in, generated_in = (energy >= 2.6) & (energy < 3.4), (asked_energy >= 2.6) & (asked_energy < 3.4)
+    occupancy = curve["statistics"]["occupancy"]
+    assert occupancy["real_mean"][2] == pytest.approx(real_occupancy[real_in].mean())
+    assert occupancy["generated_mean"][2] == pytest.approx(generated_occupancy[generated_in].mean())
+    assert occupancy["num_real"][2] == real_in.sum() and occupancy["num_generated"][2] == generated_in.sum()
+    assert occupancy["floor"][2] == pytest.approx(abs(real_occupancy[real_in].mean()
+                                                      - second_occupancy[generated_in].mean()))
+    assert occupancy["difference"][2] == pytest.approx(abs(occupancy["generated_mean"][2] - occupancy["real_mean"][2]))
+    statistics = per_frame_statistics(frames[:, 0].astype(np.float64), threshold)
+    assert statistics["occupancy"] == pytest.approx(real_occupancy)
+
+
+def test_band_compares_with_frames_rendered_afresh_there(built_in):
+    evaluation, render, _, _, asked = built_in
+    inside = {**asked, "energy": list(np.linspace(2.5, 3.5, COUNT))}
+    ideal = evaluation.band("energy", 2.5, 3.5, render(inside, 7), inside)
+    too_bright = evaluation.band("energy", 2.5, 3.5, render({**inside, "energy": [5.0] * COUNT}, 7), inside)
+    # One band, one difference each: the floor is as noisy as the difference, so the margins are wide
+    # (total intensity is mostly the pedestal: occupancy is the statistic that sees the energy).
+    wrong, right = too_bright["statistics"]["occupancy"], ideal["statistics"]["occupancy"]
+    assert wrong["difference"] > 5 * wrong["floor"] and wrong["difference"] > 5 * right["difference"]
+    assert abs(ideal["read"]["generated_mean"] - ideal["read"]["rendered_mean"]) < 0.3
+    assert too_bright["read"]["generated_mean"] - too_bright["read"]["rendered_mean"] > 0.5
+
+
+def test_a_users_data_gets_the_two_halves_floor_and_a_held_out_quarter(built_in):
+    _, _, frames, values, asked = built_in
+    evaluation = ConditionalEvaluation(ENCODING, frames[:120], {k: v[:120] for k, v in values.items()})
+    assert evaluation.num_held_out == 30
+    report = evaluation.report(frames[120:], {k: v[120:] for k, v in values.items()})
+    assert report["floor"] == "two random halves of the real set"
+    assert all(entry["num_real"] == 30 for entry in report["fidelity"].values())
+    with pytest.raises(ValueError, match="builtin:particles-cond"):
+        evaluation.band("energy", 2.5, 3.5, frames[120:], {k: v[120:] for k, v in values.items()})
+
+
+def test_command_line_on_a_tiny_conditional_checkpoint_matches_training_evaluation(tmp_path, capsys):
+    run_script("train_stylegan2.py", ["--config", "configs/stylegan2_tiny.yaml", "data.resolution=16",
+                                      "data.path=builtin:particles-cond?count=32", "eval.every_kimg=0.016",
+                                      f"out_dir={tmp_path / 'run'}"])
+    ckpt = str(tmp_path / "run" / "checkpoints" / "last.pt")
+    result = run_script("eval/conditional.py", ["--ckpt", ckpt, "--num-samples", "16", "--band", "energy=2.5:3.5",
+                                                "--plots", str(tmp_path / "plots"), "--json"])
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(report["response"]) == {"energy", "field"} and set(report["classes"]["type"]) == set(
+        particles.CONDITIONAL_KINDS)
+    assert report["num_generated"] == 16 and report["num_real"] == 32 and report["band"]["num"] == 16
+    assert sum(report["response"]["energy"]["statistics"]["totals"]["num_generated"]) == 16
+    assert sorted(os.listdir(tmp_path / "plots")) == ["response_energy.png", "response_field.png"]
+
+    # Training's evaluation at the last step logged the same numbers: the same 16 frames (G_ema, seed 0,
+    # eval.num_samples 16) against the same real frames.
+    with open(tmp_path / "run" / "metrics.jsonl") as f:
+        logged = json.loads(f.readlines()[-1])["conditional"]
+    for name, response in report["response"].items():
+        for key, curve in response["statistics"].items():
+            assert logged[f"response/{name}/{key}"] == pytest.approx(curve["ratio"])
+    for name, entry in report["fidelity"].items():
+        assert logged[f"fidelity/{name}/generated"] == pytest.approx(entry["generated"])
+        assert logged[f"fidelity/{name}/real"] == pytest.approx(entry["real"])
+
+    # The one-line errors, in this process (a process start costs more than the check).
+    assert main(["--ckpt", ckpt, "--band", "type=1:2"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "continuous label (energy, field)" in error
+    checkpoint = torch.load(ckpt, weights_only=True)
+    del checkpoint["labels"]
+    checkpoint["config"]["data"]["label_columns"] = []
+    torch.save(checkpoint, tmp_path / "unconditional.pt")
+    assert main(["--ckpt", str(tmp_path / "unconditional.pt")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "trained without labels" in error
+
+
+def test_per_class_fid_scores_each_class_of_frames_apart(built_in):
+    from test_eval_fid import PixelFeatures
+    from eval.fid import Evaluator, scores
+
+    _, render, frames, values, asked = built_in
+    real, generated = torch.from_numpy(frames[:60]), torch.from_numpy(render(asked, 7)[:45, None])
+    real_values, generated_values = {k: v[:60] for k, v in values.items()}, {k: v[:45] for k, v in asked.items()}
+    evaluator = Evaluator(real, "cpu", extractor=PixelFeatures(), cache=False, precision_recall=False)
+    result = class_fid(real, generated, real_values, generated_values, ENCODING, "cpu", evaluator=evaluator)
+    assert set(result) == {"type"} and set(result["type"]) == set(particles.CONDITIONAL_KINDS)
+    for kind, score in result["type"].items():
+        real_rows = [i for i, v in enumerate(real_values["type"]) if v == kind]
+        generated_rows = [i for i, v in enumerate(generated_values["type"]) if v == kind]
+        expected = scores(PixelFeatures()(real[real_rows]).numpy(), PixelFeatures()(generated[generated_rows]).numpy(),
+                          precision_recall=False)
+        assert score["fid"] == pytest.approx(expected["fid"], rel=1e-5)
+        assert score["kid"] == pytest.approx(expected["kid"], rel=1e-5, abs=1e-9)
