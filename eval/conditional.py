@@ -53,7 +53,6 @@ if __package__ in (None, ""):
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import argparse
-import json
 import time
 from types import SimpleNamespace
 from typing import Callable
@@ -62,7 +61,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from eval.stats import FrameStatistics, frame_features, otsu_threshold, radial_power_spectrum, single_channel
+from eval.stats import (FrameStatistics, frame_features, otsu_threshold, print_report, radial_power_spectrum,
+                        single_channel)
 from training.labels import LabelEncoding
 
 PER_FRAME = {  # frame_features key -> what it is
@@ -586,11 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     except (EvalError, WeightsError, CheckpointError, DataError, ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(format_report(report), file=sys.stderr if args.json else sys.stdout)
-    if args.plots:
-        print(f"plots in {args.plots}", file=sys.stderr if args.json else sys.stdout)
-    if args.json:
-        print(json.dumps(report))
+    print_report(format_report(report), report, args.json, args.plots)
     return 0
 
 

@@ -317,12 +317,18 @@ def main(argv: list[str] | None = None) -> int:
     except (EvalError, CheckpointError, DataError, ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(format_report(report), file=sys.stderr if args.json else sys.stdout)
-    if args.plots:
-        print(f"plots in {args.plots}", file=sys.stderr if args.json else sys.stdout)
-    if args.json:
-        print(json.dumps(report))
+    print_report(format_report(report), report, args.json, args.plots)
     return 0
+
+
+def print_report(text: str, report: dict, as_json: bool, plots: str | None) -> None:
+    """The text report (on stderr with --json) and where the plots went, then the JSON object as the last line."""
+    out = sys.stderr if as_json else sys.stdout
+    print(text, file=out)
+    if plots:
+        print(f"plots in {plots}", file=out)
+    if as_json:
+        print(json.dumps(report))
 
 
 if __name__ == "__main__":

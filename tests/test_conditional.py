@@ -246,7 +246,6 @@ def test_sagan_conditional_batchnorm_and_projection_against_their_formulas():
 
 
 def test_conditional_sagan_trains_resumes_exactly_and_generates_at_a_setting(tmp_path):
-    from nets.sagan import Discriminator
     args = [*SAGAN_COND, "train.loss=hinge", "model.g_spectral_norm=true"]
     check_resume_is_deterministic("train_sagan.py", args, tmp_path, kimg_first=0.048, kimg_total=0.096)
     checkpoint = load_checkpoint(tmp_path / "straight")
