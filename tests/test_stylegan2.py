@@ -387,7 +387,7 @@ def tiny_task(*overrides):
     config = build_config(StyleGAN2Config, os.path.join(ROOT, "configs", "stylegan2_tiny.yaml"), list(overrides))
     data = ImageBatches(load_images(config.data.path, config.data.resolution, config.data.channels),
                         config.train.batch_size, config.seed, hflip=True, vflip=True)
-    return StyleGAN2Task(SimpleNamespace(config=config, accelerator=OneProcess())), data
+    return StyleGAN2Task(SimpleNamespace(config=config, accelerator=OneProcess(), data=data)), data
 
 
 def test_loss_scalers_are_exact_and_independent():
