@@ -101,7 +101,7 @@ def label_values(checkpoint: dict, num: int, seed: int, label: str | None, label
         return None
     values = encoding.decode(labels_for_indices(checkpoint["labels"], torch.arange(num), seed))
     if labels_from:
-        rows = read_csv_labels(labels_from, None, count=_csv_rows(labels_from))
+        rows = read_csv_labels(labels_from, None, count=None)
         for name, column in rows.items():
             if name not in encoding.names:
                 raise ValueError(f"--labels-from {labels_from}: {name} is not a label of this model "
@@ -113,14 +113,6 @@ def label_values(checkpoint: dict, num: int, seed: int, label: str | None, label
     warn_outside_range(encoding, values)
     encoding.encode(values)  # an unknown class is an error before anything is generated
     return values
-
-
-def _csv_rows(path: str) -> int:
-    try:
-        with open(path) as f:
-            return max(sum(1 for line in f if line.strip()) - 1, 0)
-    except OSError as e:
-        raise ValueError(f"--labels-from: cannot read {path} ({e.strerror})")
 
 
 def write_labels_csv(values: dict, files: list[str], path: str) -> None:

@@ -153,9 +153,10 @@ def _number(text: str):
     return None if math.isnan(value) else value
 
 
-def read_csv_labels(path: str, frame_names: list[str] | None, count: int) -> dict[str, list]:
+def read_csv_labels(path: str, frame_names: list[str] | None, count: int | None) -> dict[str, list]:
     """A label CSV -> {column: values in frame order}. With `frame_names` (frames from files) rows are
-    matched by the `file` column; for a stack (names None) the rows are the frames in order."""
+    matched by the `file` column; for a stack (names None) the rows are the frames in order, `count`
+    of them (None: as many as the CSV has, e.g. settings to generate at)."""
     try:
         with open(path, newline="") as f:
             rows = list(csv.reader(f))
@@ -169,6 +170,7 @@ def read_csv_labels(path: str, frame_names: list[str] | None, count: int) -> dic
             raise DataError(f"data.labels: {path} row {number} has {len(row)} cells, the header {len(header)}")
     label_names = [h for h in header if h != "file"]
     if frame_names is None:
+        count = len(body) if count is None else count
         if len(body) != count:
             raise DataError(f"data.labels: {path} has {len(body)} rows for a stack of {count} frames; give one row "
                             f"per frame, in order")
