@@ -40,7 +40,7 @@ from training.data import shard
 from training.ema import ema_beta, update_ema
 from training.loop import setup, train, user_errors
 from training.labels import LabelEncoding
-from training.optim import adam, load_optimizer_state
+from training.optim import FlatGradients, adam, load_optimizer_state
 from training.seeding import generator, randn
 from training.vicinity import build_vicinity, draw_targets, fake_labels, real_rows
 
@@ -209,6 +209,7 @@ class StyleGAN2Task:
         self.d_lr_scale = (t.d_lr or t.lr) / t.lr  # D follows lr's schedule at its own level
         self.opt_D = adam(D.parameters(), lr=t.lr * self.d_lr_scale * self.lazy_D,
                           betas=(t.beta1 ** self.lazy_D, t.beta2 ** self.lazy_D), eps=1e-8)
+        self.gradients = {"G": FlatGradients(G.parameters()), "D": FlatGradients(D.parameters())}
         # fp16 needs loss scaling; one scaler per optimizer so that an overflow in D's
         # backward does not skip G's step (Accelerate's single scaler is shared).
         self.scalers = {}
@@ -319,12 +320,14 @@ class StyleGAN2Task:
 
     def _update(self, name: str, loss: torch.Tensor) -> None:
         opt = self.opt_G if name == "G" else self.opt_D
-        opt.zero_grad(set_to_none=True)
+        gradients = self.gradients[name]
+        gradients.zero()
         scaler = self.scalers.get(name)
         if scaler is None:
             loss.backward()
+            gradients.replace_non_finite()
             opt.step()
-        else:
+        else:  # the scaler skips a step with a non-finite gradient: replacing them would hide it
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()

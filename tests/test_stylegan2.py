@@ -438,6 +438,33 @@ def test_d_lr_scales_d_steps_alone():
     assert deltas["0.004"]["G"] == pytest.approx(deltas["null"]["G"], rel=1e-6)
 
 
+def test_non_finite_gradients_are_replaced_in_one_buffer_per_network():
+    """As StyleGAN2-ADA: NaN -> 0 and +-inf -> +-1e5 before Adam, over one flat buffer per network whose
+    views the gradients stay through every backward (so the replacement is one kernel, not one per tensor)."""
+    def poison(bad):
+        def hook(grad):
+            grad = grad.clone()
+            grad.view(-1)[:3] = torch.tensor(bad)
+            return grad
+        return hook
+
+    states = []
+    for bad in ([float("nan"), float("inf"), -float("inf")], [0.0, 1e5, -1e5]):
+        task, data = tiny_task()
+        for name in ("G", "D"):
+            next(getattr(task, f"{name}_plain").parameters()).register_hook(poison(bad))
+        for step in range(3):  # R1 and PL (their own backward passes) at steps 0 and 2
+            task.train_step(data.batch(step), step)
+        for name in ("G", "D"):
+            flat, = task.gradients[name].buffers
+            for p in getattr(task, f"{name}_plain").parameters():
+                assert p.grad.untyped_storage().data_ptr() == flat.untyped_storage().data_ptr()
+        states.append(task.state_dict())
+    for name in ("G", "D"):
+        assert all(torch.isfinite(v).all() for v in states[0][name].values() if v.is_floating_point())
+        assert_state_close(states[0][name], states[1][name], path=name)
+
+
 # ---------------------------------------------------------------------------
 # The training script
 

@@ -29,3 +29,38 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
     groups = [{**saved, **{key: group.get(key) for key in IMPLEMENTATION_KEYS}}
               for saved, group in zip(state["param_groups"], optimizer.param_groups)]
     optimizer.load_state_dict({**state, "param_groups": groups})
+
+
+class FlatGradients:
+    """Every parameter's gradient as a view into one flat buffer per dtype, so that zeroing them and
+    replacing non-finite values (StyleGAN2-ADA's nan_to_num after its all-reduce) is one kernel each,
+    not one per parameter. Autograd accumulates into a gradient that exists in place, and DDP copies its
+    reduced buckets into it, so the views stay views; gradients must be zeroed here (`zero`), never set
+    to None.
+
+    Args:
+        params:  the parameters of one optimizer, already on their device
+    """
+
+    def __init__(self, params: Iterable[torch.nn.Parameter]):
+        groups: dict[tuple, list[torch.nn.Parameter]] = {}
+        for p in params:
+            if p.requires_grad:
+                groups.setdefault((p.dtype, p.device), []).append(p)
+        self.buffers = []
+        for (dtype, device), members in groups.items():
+            flat = torch.zeros(sum(p.numel() for p in members), dtype=dtype, device=device)
+            at = 0
+            for p in members:
+                p.grad = flat[at:at + p.numel()].view_as(p)
+                at += p.numel()
+            self.buffers.append(flat)
+
+    def zero(self) -> None:
+        for flat in self.buffers:
+            flat.zero_()
+
+    def replace_non_finite(self) -> None:
+        """NaN -> 0 and ±inf -> ±1e5, as StyleGAN2-ADA does: one bad sample cannot wreck the weights."""
+        for flat in self.buffers:
+            torch.nan_to_num_(flat, nan=0.0, posinf=1e5, neginf=-1e5)
