@@ -209,11 +209,15 @@ class FrameStatistics:
 # Plots
 
 def histogram_bins(values: np.ndarray, bins: int = 60) -> np.ndarray:
-    """Bin edges over the range of `values`: one bin per integer when they are whole numbers spanning at
-    most 200, else `bins` equal bins."""
+    """Bin edges over the range of `values`. Whole numbers: edges halfway between integers, one bin per
+    integer when they span at most 200, else bins of a whole number of integers (about `bins` of them), so
+    no bin holds more integers than another and a value a rounding error off its integer stays in its
+    bin. Other values: `bins` equal bins."""
     values = np.asarray(values, np.float64)
-    if np.all(values == np.round(values)) and values.max() - values.min() <= 200:
-        return np.arange(values.min() - 0.5, values.max() + 1.5)
+    low, high = values.min(), values.max()
+    if np.all(values == np.round(values)):
+        width = 1 if high - low <= 200 else np.ceil((high - low + 1) / bins)
+        return np.arange(low - 0.5, high + 0.5 + width, width)
     return np.histogram_bin_edges(values, bins=bins)
 
 
