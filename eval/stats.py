@@ -224,7 +224,7 @@ def histogram_bins(values: np.ndarray, bins: int = 60) -> np.ndarray:
 def plot_overlays(real: np.ndarray, fake: np.ndarray, threshold: float, out_dir: str,
                   notes: dict[str, str] | None = None) -> list[str]:
     """One PNG per distribution: real and generated histograms (same bins) overlaid; the spectra as curves.
-    `notes`: {frame_features key: text} written in the corner of that distribution's panel."""
+    `notes`: {frame_features key: text} as the title of that distribution's panel."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -248,7 +248,7 @@ def plot_overlays(real: np.ndarray, fake: np.ndarray, threshold: float, out_dir:
                     ax.hist(samples, bins=bins, density=True, histtype="step", linewidth=1.5, label=label)
             ax.legend()
         if notes and key in notes:
-            ax.text(0.02, 0.97, notes[key], transform=ax.transAxes, va="top", fontsize=8)
+            ax.set_title(notes[key], fontsize=9)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("density")
         if log_counts:
