@@ -184,9 +184,10 @@ def auc_with_interval(labels: np.ndarray, scores: np.ndarray, seed: int = 0) -> 
 
 def classifier_two_sample_test(real_frames: np.ndarray, fake_frames: np.ndarray, real_vectors: np.ndarray,
                                fake_vectors: np.ndarray, *, seed: int = 0, cnn_epochs: int = CNN_EPOCHS) -> dict:
-    """Both classifiers, FOLDS-fold, on all of the smaller set and as many frames of the other (a random
-    subset). {"cnn": auc_with_interval, "trees": ..., "details": {"labels", "scores": {name: out-of-fold
-    scores}, "rows": the frame of each row (real rows index the real set, generated the generated)}}."""
+    """Both classifiers, FOLDS-fold (fewer below FOLDS frames a side), on all of the smaller set and as many
+    frames of the other (a random subset). {"cnn": auc_with_interval, "trees": ..., "details": {"labels",
+    "scores": {name: out-of-fold scores}, "rows": the frame of each row (real rows index the real set,
+    generated rows the generated set)}}."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.model_selection import StratifiedKFold
 
@@ -194,6 +195,9 @@ def classifier_two_sample_test(real_frames: np.ndarray, fake_frames: np.ndarray,
 
     rng = np.random.default_rng(seed)
     n = min(len(real_frames), len(fake_frames))
+    if n < 2:
+        raise ValueError(f"the classifier test needs at least 2 frames a side, got {len(real_frames)} real and "
+                         f"{len(fake_frames)} generated")
     real_rows = np.sort(rng.choice(len(real_frames), n, replace=False))
     fake_rows = np.sort(rng.choice(len(fake_frames), n, replace=False))
     frames = np.concatenate([real_frames[real_rows], fake_frames[fake_rows]]).astype(np.float32)
@@ -204,7 +208,7 @@ def classifier_two_sample_test(real_frames: np.ndarray, fake_frames: np.ndarray,
     def bce(outputs, targets):
         return torch.nn.functional.binary_cross_entropy_with_logits(outputs[:, 0], targets)
 
-    split = StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(vectors, labels)
+    split = StratifiedKFold(min(FOLDS, n), shuffle=True, random_state=seed).split(vectors, labels)
     for fold, (train, test) in enumerate(split):
         batch = min(CNN_BATCH, len(train))
         model = fit_frame_cnn(frames[train], torch.from_numpy(labels[train]).float(), bce, outputs=1,
@@ -401,8 +405,8 @@ def format_report(report: dict) -> str:
     lines = [f"{'test':44s} {'generated':>22s} {'real vs real':>22s}"]
     lines += [f"{'separation power, ' + label:44s} {_number(report['separation_power'][key]):>22s} "
               f"{_number(floor['separation_power'][key]):>22s}" for key, label in DISTRIBUTIONS.items()]
-    lines.append(f"{'FPD (standardized features)':44s} {with_error(report, 'fpd'):>22s} {with_error(floor, 'fpd'):>22s}")
-    lines.append(f"{'KPD (standardized features)':44s} {with_error(report, 'kpd'):>22s} {with_error(floor, 'kpd'):>22s}")
+    lines += [f"{name + ' (standardized features)':44s} {with_error(report, key):>22s} {with_error(floor, key):>22s}"
+              for key, name in (("fpd", "FPD"), ("kpd", "KPD"))]
     if "classifier" in report:
         classifier = report["classifier"]
         lines += [f"{'classifier AUC, ' + label:44s} {auc(classifier[name]):>22s} {auc(classifier['floor'][name]):>22s}"

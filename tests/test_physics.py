@@ -80,7 +80,8 @@ def test_auc_and_its_bootstrap_interval():
     # The interval's width is about the AUC's standard error (Hanley-McNeil) times 2 x 1.96.
     auc, n_p, n_n = result["auc"], 60, 80
     q1, q2 = auc / (2 - auc), 2 * auc ** 2 / (1 + auc)
-    standard_error = np.sqrt((auc * (1 - auc) + (n_p - 1) * (q1 - auc ** 2) + (n_n - 1) * (q2 - auc ** 2)) / (n_p * n_n))
+    variance = (auc * (1 - auc) + (n_p - 1) * (q1 - auc ** 2) + (n_n - 1) * (q2 - auc ** 2)) / (n_p * n_n)
+    standard_error = np.sqrt(variance)
     assert result["auc_high"] - result["auc_low"] == pytest.approx(2 * 1.96 * standard_error, rel=0.2)
 
 
