@@ -10,9 +10,9 @@ units (the inputs of eval/stats.py, read the same way):
 - separation power, ½·Σ_bins (h_r - h_g)² / (h_r + h_g) of the unit-normalized real and generated
   histograms, for every distribution eval/stats.py compares: pixel values, total intensity per frame,
   occupancy per frame, clusters per frame, cluster size, cluster summed intensity. 0: the same
-  histogram, 1: no overlap. Bins: `eval.stats.histogram_bins` of the real sample (one per integer for
-  whole numbers spanning at most 200, else 60 equal bins over its range) plus an underflow and an
-  overflow bin, so generated values outside the real range count in full. The power spectrum is a
+  histogram, 1: no overlap. Bins: `eval.stats.histogram_bins` of the real sample (whole numbers: edges
+  halfway between integers, one or a whole number of integers per bin; else 60 equal bins over its
+  range) plus an underflow and an overflow bin, so generated values outside the real range count in full. The power spectrum is a
   mean over frames, not a distribution: eval/stats.py's log ratio covers it;
 - FPD and KPD (jetnet's definitions, written here) on each frame's feature vector
   (`eval.stats.reader_features`: total intensity, occupancy, clusters, pixel quantiles, log power
@@ -53,8 +53,9 @@ fakes away.
 
 `--json` prints one JSON object on the last line: {"separation_power": {"pixels", "totals",
 "occupancy", "clusters", "cluster_sizes", "cluster_intensities"}, "fpd", "fpd_error", "kpd",
-"kpd_error", "classifier": {"cnn": {"auc", "auc_low", "auc_high", "num"}, "trees": {...}}, "floor":
-{the same keys}, "floor_kind", "num_real", "num_fake", "num_floor": [a, b], "threshold", "seconds"};
+"kpd_error", "classifier": {"cnn": {"auc", "auc_low", "auc_high", "num"}, "trees": {...}, "floor":
+{"cnn", "trees"}}, "floor": {"separation_power", "fpd", "fpd_error", "kpd", "kpd_error"}, "floor_kind",
+"num_real", "num_fake", "num_floor": [a, b], "threshold", "seconds"};
 "classifier" is absent with --no-classifier; an undefined number (no cluster in a set) is null.
 Errors are one line, exit status 2.
 
