@@ -296,7 +296,6 @@ class PhysicsTests:
         "fpd", "fpd_error", "kpd", "kpd_error", "floor": {the same}, "floor_kind", "num_real", "num_fake",
         "num_floor", "threshold"}."""
         fake = self._side(single_channel(fake_frames))
-        self.last_fake = fake
         return {**self._compare(self.real_side, fake), "floor": self.floor, "floor_kind": self.floor_kind,
                 "num_real": len(self.real), "num_fake": len(fake["frames"]),
                 "num_floor": [len(side["frames"]) for side in self.floor_sides], "threshold": self.threshold}
@@ -376,10 +375,11 @@ def plot_surest(real: np.ndarray, fake: np.ndarray, details: dict, name: str, pa
     plt.close(fig)
 
 
-def write_plots(tests: PhysicsTests, report: dict, out_dir: str) -> None:
+def write_plots(tests: PhysicsTests, report: dict, fake_frames, out_dir: str) -> None:
+    """Everything --plots draws, for `report` of `fake_frames` (data units) against `tests`' real frames."""
     notes = {key: f"separation power {_number(report['separation_power'][key])} "
                   f"(real vs real {_number(report['floor']['separation_power'][key])})" for key in DISTRIBUTIONS}
-    plot_overlays(tests.real, tests.last_fake["frames"], tests.threshold, out_dir, notes=notes)
+    plot_overlays(tests.real, single_channel(fake_frames), tests.threshold, out_dir, notes=notes)
     if "classifier" in report:
         fake, details, floor_details = tests.classifier_details
         plot_roc(details, floor_details, os.path.join(out_dir, "roc.png"))
@@ -457,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
             report["classifier"] = tests.classifier_report(fake)
         report["seconds"] = time.perf_counter() - started
         if args.plots:
-            write_plots(tests, report, args.plots)
+            write_plots(tests, report, fake, args.plots)
     except (EvalError, CheckpointError, DataError, ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
