@@ -110,9 +110,10 @@ def test_real_at_its_floor_copier_and_brighter_frames_flagged_by_what_can_see_th
     independent = spot_frames(120, seed=2)
     report, classifier = tests.report(independent), tests.classifier_report(independent)
     assert all(contains_half(classifier[name]) for name in physics.CLASSIFIERS)
-    # The floor's pair is real against real too: near chance (the AUC's spread at 120 + 120 frames is about
-    # 0.045; its bootstrap interval leaves out the classifiers' own training randomness, so it is narrower).
-    assert all(abs(classifier["floor"][name]["auc"] - 0.5) < 0.1 for name in physics.CLASSIFIERS)
+    # The floor's pair is real against real too: within 3 spreads of chance (a cross-validated AUC of two
+    # real sets of 120 spreads by about 0.045; the bootstrap interval leaves out the classifiers' own
+    # training randomness, so it is narrower than that).
+    assert all(abs(classifier["floor"][name]["auc"] - 0.5) < 3 * 0.045 for name in physics.CLASSIFIERS)
     assert report["fpd"] < 2 * report["fpd_error"] and abs(report["kpd"]) < 2 * report["kpd_error"]
 
     # Intensities x1.1: the trees' AUC, FPD and the pixel separation power stand clear of their floors.
