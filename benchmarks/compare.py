@@ -13,8 +13,9 @@ checkpoints/last.pt) without training.
 
 The report (report.md + PNG figures) holds FID and KID against kimg, sample
 grids beside real images, throughput, peak GPU memory, parameter counts, the
-training wall-clock needed to reach FID thresholds and the physics statistics
-in data units (eval/stats.py) beside their real-vs-real floors.
+training wall-clock needed to reach FID thresholds, the physics statistics
+in data units (eval/stats.py) and the physics tests (eval/physics.py: separation
+powers, FPD/KPD, classifier AUCs where present) beside their real-vs-real floors.
 """
 
 import argparse
@@ -207,6 +208,40 @@ def stats_section(runs: list[dict]) -> list[str]:
                         "more than two halves of the real frames differ from each other (docs/data.md).", ""]
 
 
+def physics_section(runs: list[dict]) -> list[str]:
+    """eval/physics.py's tests of each run's last evaluation beside their real-vs-real floors: separation
+    powers, FPD and KPD, and the classifier AUCs where the run computed them (eval.physics_final)."""
+    from eval.physics import CLASSIFIERS, DISTRIBUTIONS
+    finals = [(run, run["records"][-1]) for run in runs if "physics" in run["records"][-1]]
+    if not finals:
+        return []
+
+    def with_error(found, key):
+        return f"{fmt(found[key], 3)} ± {fmt(found[key + '_error'], 3)}"
+
+    def auc(found):
+        return f"{found['auc']:.3f} [{found['auc_low']:.3f}, {found['auc_high']:.3f}]"
+
+    lines = ["## Physics tests", "",
+             "| test, last evaluation (real-vs-real floor) | " + " | ".join(label(r) for r, _ in finals) + " |",
+             "|" + " --- |" * (1 + len(finals))]
+    lines += [f"| separation power, {name} | " + " | ".join(
+        f"{fmt(record['physics']['separation_power'][key], 4)} "
+        f"({fmt(record['physics']['floor']['separation_power'][key], 4)})" for _, record in finals) + " |"
+        for key, name in DISTRIBUTIONS.items()]
+    lines += [f"| {name} | " + " | ".join(f"{with_error(record['physics'], key)} "
+                                          f"({with_error(record['physics']['floor'], key)})"
+                                          for _, record in finals) + " |" for key, name in (("fpd", "FPD"),
+                                                                                             ("kpd", "KPD"))]
+    lines += [f"| classifier AUC, {name} | " + " | ".join(
+        f"{auc(record['classifier'][key])} ({auc(record['classifier']['floor'][key])})" if "classifier" in record
+        else "–" for _, record in finals) + " |" for key, name in CLASSIFIERS.items()]
+    return lines + ["", "Separation power 0: the same histogram, 1: none shared; FPD and KPD on per-frame features "
+                        "standardized by the real set (± their errors); classifier AUC 0.5: generated frames not told "
+                        "from real ones, with a 95 % bootstrap interval (eval.physics_final; "
+                        "docs/physics.md).", ""]
+
+
 def write_report(runs: list[dict], out_dir: str, title: str = "Model comparison") -> str:
     os.makedirs(out_dir, exist_ok=True)
     figures = [("fid.png", "FID against kimg"), ("fid_wallclock.png", "FID against training wall-clock"),
@@ -245,7 +280,7 @@ def write_report(runs: list[dict], out_dir: str, title: str = "Model comparison"
             + f" | {fmt(best_kid['kid'], 2, 1e3)} ({fmt(best_kid['kimg'], 2)}) | {fmt(final.get('precision'), 3)} "
               f"| {fmt(final.get('recall'), 3)} | "
             + (f"{copies['pixel']:.3f} / {copies['inception']:.3f}" if copies else "–") + " |")
-    lines += ["", *stats_section(runs)]
+    lines += ["", *stats_section(runs), *physics_section(runs)]
     for name, caption in figures:
         lines += ["", f"![{caption}]({name})"]
     lines += ["", "Times are training wall-clock (evaluation included) to the first evaluation at or below the "

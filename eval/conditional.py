@@ -61,25 +61,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from eval.stats import (FrameStatistics, frame_features, otsu_threshold, print_report, radial_power_spectrum,
-                        single_channel)
+from eval.stats import (PER_FRAME, FrameStatistics, otsu_threshold, per_frame_statistics, print_report,
+                        reader_features, single_channel)
 from training.labels import LabelEncoding
 
-PER_FRAME = {  # frame_features key -> what it is
-    "totals": "total intensity",
-    "occupancy": "occupancy",
-    "clusters": "clusters per frame",
-}
 UNREADABLE_R2 = 0.2              # below this R² on real frames (or chance + 0.1 accuracy) the fidelity says nothing
 UNREADABLE_ACCURACY_GAIN = 0.1
 RENDER_ARGUMENT = {"energy": "energy", "field": "field", "type": "kind"}  # label -> render_conditional_frame's
 FRESH_SEED_STRIDE = 1000  # copy k of the built-in set is rendered with seed data_seed + k * FRESH_SEED_STRIDE
-
-
-def per_frame_statistics(frames: np.ndarray, threshold: float) -> dict[str, np.ndarray]:
-    """{PER_FRAME key: one value per frame} of single-channel frames [N, H, W] in data units."""
-    features = frame_features(frames, threshold)
-    return {key: np.asarray(features[key], np.float64) for key in PER_FRAME}
 
 
 def _subset(values: dict[str, list], rows: np.ndarray) -> dict[str, list]:
@@ -92,17 +81,6 @@ def _mean_std(samples: np.ndarray) -> tuple[float | None, float | None]:
 
 # ---------------------------------------------------------------------------
 # Reading the labels back from a frame
-
-def reader_features(frames: np.ndarray, threshold: float) -> np.ndarray:
-    """What the label reader sees of single-channel frames [N, H, W]: the per-frame statistics, pixel
-    quantiles (median, 90 %, 99 %, maximum) and the log radially averaged power spectrum, all unchanged
-    by flips and rotations of the frame."""
-    statistics = per_frame_statistics(frames, threshold)
-    quantiles = np.quantile(frames.reshape(len(frames), -1), [0.5, 0.9, 0.99, 1.0], axis=1).T
-    spectra = np.stack([radial_power_spectrum(frame[None]) for frame in frames])
-    return np.concatenate([np.stack([statistics[key] for key in PER_FRAME], 1), quantiles,
-                           np.log(spectra + np.finfo(np.float64).tiny)], axis=1)
-
 
 class LabelReader(nn.Module):
     """A small network reading every label from a frame's `reader_features`: one output per continuous

@@ -391,9 +391,9 @@ def scores(real: np.ndarray, fake: np.ndarray, *, kid_subsets: int = 100, kid_su
 
 
 def _finish_on_main(real: np.ndarray, fake: np.ndarray, stats=None, generated: torch.Tensor | None = None,
-                    **options) -> dict:
-    """Process 0 computes the scores (and `stats` of the `generated` images, under "stats"); every process
-    returns them (or raises the same error)."""
+                    physics=None, **options) -> dict:
+    """Process 0 computes the scores (and `stats` and `physics` of the `generated` images, under "stats" and
+    "physics"); every process returns them (or raises the same error)."""
     rank, world = _world()
     result = None
     if rank == 0:
@@ -401,6 +401,8 @@ def _finish_on_main(real: np.ndarray, fake: np.ndarray, stats=None, generated: t
             result = scores(real, fake, **options)
             if stats is not None:
                 result["stats"] = stats.report_generated(generated)
+            if physics is not None:
+                result["physics"] = physics.report_generated(generated)
         except Exception as error:  # raised on every process below, instead of a hang in broadcast
             if world == 1:
                 raise
@@ -450,6 +452,8 @@ class Evaluator:
         extractor:       feature extractor (default Inception pool3); tests pass small ones
         stats:           an `eval.stats.FrameStatistics` of the real frames: the result also holds
                          "stats", the physics statistics of the same generated images in data units
+        physics:         an `eval.physics.PhysicsTests` of the real frames: the result also holds
+                         "physics", the separation powers and FPD/KPD of the same generated images
 
     Every process must call `evaluate` (it shards the work); all get the same dict.
     """
@@ -457,7 +461,7 @@ class Evaluator:
     def __init__(self, real_images: torch.Tensor, device: torch.device, *, batch_size: int = 64,
                  kid_subsets: int = 100, kid_subset_size: int = 1000, precision_recall: bool = True,
                  cache_dir: str | None = None, cache: bool = True, extractor: Callable | None = None,
-                 stats=None):
+                 stats=None, physics=None):
         if real_images.dtype != torch.uint8 or real_images.ndim != 4:
             raise ValueError(f"real_images must be uint8 [N, C, H, W], got {real_images.dtype} "
                              f"{tuple(real_images.shape)}")
@@ -471,6 +475,7 @@ class Evaluator:
         self._real_features = None
         self.cache_hit = None
         self.stats = stats
+        self.physics = physics
 
     @property
     def extractor(self) -> Callable:
@@ -495,15 +500,16 @@ class Evaluator:
 
     def evaluate(self, sampler: Callable, num_samples: int) -> dict:
         """`scores` of `num_samples` samples of `sampler`: {"fid", "kid", "kid_std", ["precision", "recall",]
-        "num_real", "num_fake", ["stats"]}."""
+        "num_real", "num_fake", ["stats"], ["physics"]}."""
         if num_samples < 2:
             raise ValueError(f"num_samples must be at least 2, got {num_samples}")
         real = self.real_features
-        recorder = _RecordingSampler(sampler, self.batch_size) if self.stats is not None else None
+        data_units = self.stats or self.physics  # what needs the generated images themselves
+        recorder = _RecordingSampler(sampler, self.batch_size) if data_units is not None else None
         fake = self.fake_features(recorder or sampler, num_samples)
-        generated = recorder.gather(num_samples, self.stats.frame_shape) if recorder else None
-        return _finish_on_main(real, fake, stats=self.stats, generated=generated, device=self.device,
-                               **self.options)
+        generated = recorder.gather(num_samples, data_units.frame_shape) if recorder else None
+        return _finish_on_main(real, fake, stats=self.stats, generated=generated, physics=self.physics,
+                               device=self.device, **self.options)
 
 
 # ---------------------------------------------------------------------------

@@ -124,9 +124,10 @@ def frechet_distance_features(features1, features2, device=None) -> float:
     return float(value)
 
 
-def kernel_inception_distance(features1, features2, *, num_subsets: int = 100, subset_size: int = 1000,
-                              seed: int = 0, device=None) -> tuple[float, float]:
-    """KID between two [N, D] feature sets: (mean, std) of unbiased MMD^2 over random subsets.
+def mmd2_subsets(features1, features2, *, degree: int, num_subsets: int, subset_size: int, seed: int = 0,
+                 device=None) -> torch.Tensor:
+    """Unbiased estimates of the squared MMD between two [N, D] feature sets with the polynomial kernel
+    k(x, y) = (x.y / d + 1)^degree, one per random subset pair: [num_subsets] float64.
 
     Each subset draws m = min(subset_size, N1, N2) rows of each set without
     replacement from a generator seeded with `seed`, so every process and
@@ -137,14 +138,14 @@ def kernel_inception_distance(features1, features2, *, num_subsets: int = 100, s
     (n1, d), n2 = x.shape, len(y)
     m = min(subset_size, n1, n2)
     if m < 2:
-        raise ValueError(f"KID needs at least 2 samples in each set, got {n1} and {n2}")
+        raise ValueError(f"KID and KPD need at least 2 samples in each set, got {n1} and {n2}")
     rng = np.random.default_rng(seed)
     subsets = [(torch.from_numpy(rng.choice(n1, m, replace=False)).to(x.device),
                 torch.from_numpy(rng.choice(n2, m, replace=False)).to(x.device))
                for _ in range(num_subsets)]
 
     def kernel(a, b):
-        return (a @ b.T / d + 1) ** 3
+        return (a @ b.T / d + 1) ** degree
 
     full_cost = n1 * n1 + n2 * n2 + n1 * n2
     if full_cost <= 3 * m * m * num_subsets and max(n1, n2) <= 16384:
@@ -156,5 +157,12 @@ def kernel_inception_distance(features1, features2, *, num_subsets: int = 100, s
     for a, b, c in blocks:
         within = (a.sum() - a.diagonal().sum() + b.sum() - b.diagonal().sum()) / (m * (m - 1))
         values.append(within - 2 * c.mean())
-    values = torch.stack(values)
+    return torch.stack(values)
+
+
+def kernel_inception_distance(features1, features2, *, num_subsets: int = 100, subset_size: int = 1000,
+                              seed: int = 0, device=None) -> tuple[float, float]:
+    """KID between two [N, D] feature sets: (mean, std) of `mmd2_subsets` with the cubic kernel."""
+    values = mmd2_subsets(features1, features2, degree=3, num_subsets=num_subsets, subset_size=subset_size,
+                          seed=seed, device=device)
     return float(values.mean()), float(values.std(unbiased=False))

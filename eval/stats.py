@@ -53,6 +53,11 @@ STATISTICS = {  # key -> what it is, in the order of the report
     "cluster_intensity_w1": "cluster summed intensity W1",
     "spectrum_log_ratio": "power spectrum mean |log ratio|",
 }
+PER_FRAME = {  # frame_features key -> what it is: the statistics with one value per frame
+    "totals": "total intensity",
+    "occupancy": "occupancy",
+    "clusters": "clusters per frame",
+}
 LUMA = np.array([0.299, 0.587, 0.114])
 SPECTRUM_CHUNK = 256  # frames per FFT call: bounded memory at any resolution
 
@@ -131,6 +136,24 @@ def frame_features(frames: np.ndarray, threshold: float) -> dict:
             "cluster_intensities": intensities, "spectrum": radial_power_spectrum(frames)}
 
 
+def per_frame_statistics(frames: np.ndarray, threshold: float) -> dict[str, np.ndarray]:
+    """{PER_FRAME key: one value per frame} of single-channel frames [N, H, W] in data units."""
+    features = frame_features(frames, threshold)
+    return {key: np.asarray(features[key], np.float64) for key in PER_FRAME}
+
+
+def reader_features(frames: np.ndarray, threshold: float) -> np.ndarray:
+    """One feature vector per single-channel frame [N, H, W]: the per-frame statistics, pixel quantiles
+    (median, 90 %, 99 %, maximum) and the log radially averaged power spectrum, all unchanged by flips and
+    rotations of the frame. What eval/conditional.py's label reader reads and eval/physics.py's FPD, KPD
+    and gradient-boosted trees compare."""
+    statistics = per_frame_statistics(frames, threshold)
+    quantiles = np.quantile(frames.reshape(len(frames), -1), [0.5, 0.9, 0.99, 1.0], axis=1).T
+    spectra = np.stack([radial_power_spectrum(frame[None]) for frame in frames])
+    return np.concatenate([np.stack([statistics[key] for key in PER_FRAME], 1), quantiles,
+                           np.log(spectra + np.finfo(np.float64).tiny)], axis=1)
+
+
 def compare_features(real: dict, fake: dict) -> dict:
     """Every statistic of STATISTICS between two `frame_features`."""
     pixel_w1, pixel_ks = w1_and_ks(real["pixels"], fake["pixels"])
@@ -185,8 +208,23 @@ class FrameStatistics:
 # ---------------------------------------------------------------------------
 # Plots
 
-def plot_overlays(real: np.ndarray, fake: np.ndarray, threshold: float, out_dir: str) -> list[str]:
-    """One PNG per distribution: real and generated histograms (same bins) overlaid; the spectra as curves."""
+def histogram_bins(values: np.ndarray, bins: int = 60) -> np.ndarray:
+    """Bin edges over the range of `values`. Whole numbers: edges halfway between integers, one bin per
+    integer when they span at most 200, else bins of a whole number of integers (about `bins` of them), so
+    no bin holds more integers than another and a value a rounding error off its integer stays in its
+    bin. Other values: `bins` equal bins."""
+    values = np.asarray(values, np.float64)
+    low, high = values.min(), values.max()
+    if np.all(values == np.round(values)):
+        width = 1 if high - low <= 200 else np.ceil((high - low + 1) / bins)
+        return np.arange(low - 0.5, high + 0.5 + width, width)
+    return np.histogram_bin_edges(values, bins=bins)
+
+
+def plot_overlays(real: np.ndarray, fake: np.ndarray, threshold: float, out_dir: str,
+                  notes: dict[str, str] | None = None) -> list[str]:
+    """One PNG per distribution: real and generated histograms (same bins) overlaid; the spectra as curves.
+    `notes`: {frame_features key: text} as the title of that distribution's panel."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -204,12 +242,13 @@ def plot_overlays(real: np.ndarray, fake: np.ndarray, threshold: float, out_dir:
         fig, ax = plt.subplots(figsize=(5, 3.5))
         both = np.concatenate([a[key], b[key]]).astype(np.float64)
         if len(both):
-            whole = np.all(both == np.round(both)) and both.max() - both.min() <= 200
-            bins = np.arange(both.min() - 0.5, both.max() + 1.5) if whole else np.histogram_bin_edges(both, bins=60)
+            bins = histogram_bins(both)
             for samples, label in ((a[key], f"real ({len(real)} frames)"), (b[key], f"generated ({len(fake)})")):
                 if len(samples):
                     ax.hist(samples, bins=bins, density=True, histtype="step", linewidth=1.5, label=label)
             ax.legend()
+        if notes and key in notes:
+            ax.set_title(notes[key], fontsize=9)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("density")
         if log_counts:
@@ -246,8 +285,8 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _checkpoint_frames(args) -> tuple[torch.Tensor, torch.Tensor]:
-    """(real frames, generated frames) of a checkpoint, both in data units."""
+def checkpoint_frames(args) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """(real frames, generated frames, the checkpoint's data config) of a checkpoint, frames in data units."""
     from eval.fid import EvalError, checkpoint_sampler
     from training.data import load_images
     from training.normalize import normalization_from_config
@@ -265,12 +304,11 @@ def _checkpoint_frames(args) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.no_grad():
         for start in range(0, num, args.batch_size):
             fake.append(normalization.inverse(sampler(torch.arange(start, min(num, start + args.batch_size)))).cpu())
-    return real, torch.cat(fake)
+    return real, torch.cat(fake), data
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Physics statistics of generated frames against real ones, "
-                                                 "in data units, beside their real-vs-real floors.")
+def add_frame_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options saying which frames to compare: a checkpoint's, or two paths (eval/stats.py, eval/physics.py)."""
     source = parser.add_argument_group("what to compare (either --ckpt, or --real and --fake)")
     source.add_argument("--ckpt", help="checkpoint; its generator (G_ema) against its training data")
     source.add_argument("--data", help="with --ckpt: real frames instead of the checkpoint's data.path")
@@ -286,30 +324,52 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda when available")
     parser.add_argument("--threshold", type=float, help="data units; default: Otsu's threshold of the real pixels")
-    parser.add_argument("--plots", metavar="DIR", help="write real-vs-generated overlays of every distribution")
     parser.add_argument("--json", action="store_true", help="print one JSON object on the last line")
-    args = parser.parse_args(argv)
+
+
+def check_frame_arguments(parser: argparse.ArgumentParser, args) -> None:
     if bool(args.ckpt) == bool(args.real or args.fake) or (not args.ckpt and not (args.real and args.fake)):
         parser.error("give either --ckpt, or both --real and --fake")
     if args.batch_size < 1 or (args.num_samples is not None and args.num_samples < 2):
         parser.error("--batch-size must be positive and --num-samples at least 2")
 
+
+def compared_frames(args) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """(real frames, generated frames, the real set's data config: the checkpoint's with --ckpt, else just its
+    path) from `add_frame_arguments`' options; an EvalError (one line) when they cannot be compared."""
+    from eval.fid import EvalError
+    from training.data import load_images
+
+    if args.ckpt:
+        real, fake, data = checkpoint_frames(args)
+        data = {**data, "path": args.data or data["path"]}
+    else:
+        real, fake = load_images(args.real, args.resolution, 1), load_images(args.fake, args.resolution, 1)
+        data = {"path": args.real}
+    if len(real) < 2:
+        raise EvalError(f"{args.real or args.data or args.ckpt}: {len(real)} real frame(s); the floor needs "
+                        f"at least 2")
+    if tuple(real.shape[2:]) != tuple(fake.shape[2:]):
+        raise EvalError(f"real frames are {list(real.shape[2:])}, generated {list(fake.shape[2:])}; give "
+                        f"--resolution to compare them at one size")
+    return real, fake, data
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Physics statistics of generated frames against real ones, "
+                                                 "in data units, beside their real-vs-real floors.")
+    add_frame_arguments(parser)
+    parser.add_argument("--plots", metavar="DIR", help="write real-vs-generated overlays of every distribution")
+    args = parser.parse_args(argv)
+    check_frame_arguments(parser, args)
+
     from eval.fid import EvalError
     from training.checkpoint import CheckpointError
     from training.config import ConfigError
-    from training.data import DataError, load_images
+    from training.data import DataError
 
     try:
-        if args.ckpt:
-            real, fake = _checkpoint_frames(args)
-        else:
-            real, fake = load_images(args.real, args.resolution, 1), load_images(args.fake, args.resolution, 1)
-        if len(real) < 2:
-            raise EvalError(f"{args.real or args.data or args.ckpt}: {len(real)} real frame(s); the floor needs "
-                            f"at least 2")
-        if tuple(real.shape[2:]) != tuple(fake.shape[2:]):
-            raise EvalError(f"real frames are {list(real.shape[2:])}, generated {list(fake.shape[2:])}; give "
-                            f"--resolution to compare them at one size")
+        real, fake, _ = compared_frames(args)
         statistics = FrameStatistics(real, threshold=args.threshold)
         report = statistics.report(fake)
         if args.plots:

@@ -12,10 +12,11 @@ EVAL = ["eval.every_kimg=0.032", "eval.num_samples=16", "eval.kid_subset_size=8"
 
 def test_report_from_two_runs_holds_their_numbers(tmp_path):
     runs = []
-    for name, width in [("wide", 8), ("narrow", 4)]:
+    for name, width, final in [("wide", 8, "true"), ("narrow", 4, "false")]:
         out = tmp_path / name
         run_script("tests/toy_gan.py", [*TINY_DATA, *EVAL, "train.batch_size=8", "train.kimg=0.064",
-                                        "train.log_every_kimg=0.016", f"model.width={width}", f"out_dir={out}"])
+                                        "train.log_every_kimg=0.016", f"model.width={width}", f"out_dir={out}",
+                                        f"eval.physics_final={final}"])
         runs.append(out)
     report_dir = tmp_path / "report"
     run_script("benchmarks/compare.py", ["--runs", *map(str, runs), "--out", str(report_dir)])
@@ -45,6 +46,21 @@ def test_report_from_two_runs_holds_their_numbers(tmp_path):
     for run, cell in zip(runs, pixel_row.strip("|").split("|")[1:]):
         stats = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["stats"]
         assert cell.strip() == f"{stats['pixel_w1']:,.3f} ({stats['floor']['pixel_w1']:,.3f})"
+    # The physics tests: every evaluation has the cheap ones; the classifier runs once, at the end, when asked.
+    records = {run.name: [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+               for run in runs}
+    assert all("physics" in record for run in records.values() for record in run)
+    assert ["classifier" in record for record in records["wide"]] == [False, True]
+    assert not any("classifier" in record for record in records["narrow"])
+    fpd_row = next(line for line in report.splitlines() if line.startswith("| FPD |"))
+    for run, cell in zip(runs, fpd_row.strip("|").split("|")[1:]):
+        found = records[run.name][-1]["physics"]
+        assert cell.strip() == (f"{found['fpd']:,.3f} ± {found['fpd_error']:,.3f} "
+                                f"({found['floor']['fpd']:,.3f} ± {found['floor']['fpd_error']:,.3f})")
+    auc_cells = next(line for line in report.splitlines() if line.startswith("| classifier AUC, CNN")).split("|")[2:4]
+    cnn = records["wide"][-1]["classifier"]["cnn"]
+    assert auc_cells[0].strip().startswith(f"{cnn['auc']:.3f} [{cnn['auc_low']:.3f}, {cnn['auc_high']:.3f}]")
+    assert auc_cells[1].strip() == "–"
 
 
 def test_training_mode_trains_both_models_on_one_budget(tmp_path):

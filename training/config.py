@@ -80,7 +80,10 @@ class EvalConfig:
     kid_subsets: int = 100
     kid_subset_size: int = 1000  # capped by the number of available images
     precision_recall: bool = True  # also precision and recall (k=3 nearest neighbours) from the same features
-    stats: bool = True           # also the physics statistics in data units (eval/stats.py), beside their floors
+    stats: bool = True           # also the physics statistics in data units (eval/stats.py) and the separation
+                                 # powers and FPD/KPD (eval/physics.py), beside their floors
+    physics_final: bool = False  # at the final evaluation also the classifier two-sample tests (eval/physics.py;
+                                 # with eval.stats): ~1 min of CPU at 32 px, ~4x that at 64 px
 
     def validate(self):
         check(self.every_kimg >= 0, "eval.every_kimg", "a number >= 0 (0 disables evaluation)")

@@ -296,16 +296,27 @@ def train(ctx: Context, task: GANTask) -> None:
 
     evaluator, conditional = None, None
 
-    def evaluate(kimg: float) -> None:
+    def evaluate(kimg: float, final: bool) -> None:
         nonlocal evaluator, conditional, best_fid
         from eval.fid import Evaluator
         if evaluator is None:
+            from eval.physics import PhysicsTests, independent_real_frames
             from eval.stats import FrameStatistics
-            stats = FrameStatistics(data.images, data.normalization) if config.eval.stats else None
+            stats, physics = None, None
+            if config.eval.stats:
+                stats = FrameStatistics(data.images, data.normalization)
+                second_real = independent_real_frames(config.data.path, data.images.shape[-1],
+                                                      config.eval.num_samples, config.data.label_exclude)
+                physics = PhysicsTests(data.images, second_real, data.normalization)
             evaluator = Evaluator(data.images_uint8(), accelerator.device, batch_size=config.eval.batch_size,
                                   kid_subsets=config.eval.kid_subsets, kid_subset_size=config.eval.kid_subset_size,
-                                  precision_recall=config.eval.precision_recall, stats=stats)
+                                  precision_recall=config.eval.precision_recall, stats=stats, physics=physics)
         metrics = evaluator.evaluate(task.sampler(), config.eval.num_samples)
+        if final and config.eval.physics_final and evaluator.physics is not None and run.is_main:
+            from eval.generate import generate_data_units
+            generated = generate_data_units(task.sampler(), torch.arange(config.eval.num_samples), data.normalization,
+                                            config.eval.batch_size)
+            metrics["classifier"] = evaluator.physics.classifier_report(generated)
         if data.labels is not None and config.eval.stats and run.is_main:  # does a frame show its label?
             from eval.conditional import ConditionalEvaluation, builtin_renderer, training_metrics
             from training.labels import LabelEncoding
@@ -365,7 +376,7 @@ def train(ctx: Context, task: GANTask) -> None:
             evaluate_now = crossed(previous_kimg, kimg, config.eval.every_kimg) or (done and config.eval.every_kimg > 0)
         if evaluate_now:
             with progress.paused():  # its own bars; img/s and the ETA count training alone
-                evaluate(kimg)
+                evaluate(kimg, final=done)
         if crossed(previous_kimg, kimg, config.train.checkpoint_every_kimg) or done:
             run.save_checkpoint(checkpoint_state(), "last.pt")
         if crossed(previous_kimg, kimg, config.train.log_every_kimg) or done:
