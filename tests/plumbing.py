@@ -5,6 +5,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -16,6 +17,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_DATA = ["data.path=builtin:particles?count=32", "data.resolution=16"]
 
 
+def free_port() -> int:
+    """A TCP port nobody listens on now (the OS picks it): parallel test workers never share one."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def run_script(script: str, args: list[str], nproc: int = 1, timeout: int = 600,
                expect_status: int | None = 0) -> subprocess.CompletedProcess:
     """Run a training/eval script from the repo root, on `nproc` CPU processes via torchrun."""
@@ -24,7 +32,7 @@ def run_script(script: str, args: list[str], nproc: int = 1, timeout: int = 600,
         command = [sys.executable, script, *args]
     else:
         command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-                   "--master_port", str(29500 + os.getpid() % 1000), script, *args]
+                   "--master_port", str(free_port()), script, *args]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     if expect_status is not None:
         assert result.returncode == expect_status, (

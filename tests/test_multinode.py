@@ -9,7 +9,6 @@ ends the survivor before it reports.
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,18 +17,12 @@ import psutil
 import pytest
 import torch
 
-from plumbing import ROOT, TINY_DATA, assert_state_close, load_checkpoint
+from plumbing import ROOT, TINY_DATA, assert_state_close, free_port, load_checkpoint
 
 STYLEGAN2 = os.path.join(ROOT, "train_stylegan2.py")
 # 6 steps of batch 4, a checkpoint every 2 steps: room to kill a worker after the first one.
 TINY = ["--config", os.path.join(ROOT, "configs", "stylegan2_tiny.yaml"), "train.kimg=0.024"]
 NETWORKS = ("G", "G_ema", "D", "optimizers")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def environment() -> dict:

@@ -27,7 +27,7 @@ SAGAN = {"script": "sagan", "config": "configs/sagan_tiny.yaml",
 
 
 def test_a_study_stopped_mid_training_and_rerun_equals_an_uninterrupted_one(tmp_path):
-    plan = write_plan(tmp_path / "plan.yaml", {"sagan-a": SAGAN}, kimg=2.048, every_kimg=1.024)
+    plan = write_plan(tmp_path / "plan.yaml", {"sagan-a": SAGAN}, kimg=1.024, every_kimg=0.512)
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     run_script("benchmarks/study.py", ["--plan", plan, "--out", str(straight)])
 
@@ -37,7 +37,7 @@ def test_a_study_stopped_mid_training_and_rerun_equals_an_uninterrupted_one(tmp_
     last = stopped / "sagan-a" / "checkpoints" / "last.pt"
     try:
         deadline = time.time() + 300
-        while not (last.exists() and 0 < load_checkpoint(stopped / "sagan-a")["kimg"] < 2.048):
+        while not (last.exists() and 0 < load_checkpoint(stopped / "sagan-a")["kimg"] < 1.024):
             assert study.poll() is None, "the study finished before it could be stopped"
             assert time.time() < deadline
             time.sleep(0.2)
@@ -50,7 +50,7 @@ def test_a_study_stopped_mid_training_and_rerun_equals_an_uninterrupted_one(tmp_
     result = run_script("benchmarks/study.py", ["--plan", plan, "--out", str(stopped)])
     assert "sagan-a: finished now" in result.stdout
     a, b = load_checkpoint(straight / "sagan-a"), load_checkpoint(stopped / "sagan-a")
-    assert a["step"] == b["step"] == 256 and stopped_at < a["kimg"]
+    assert a["step"] == b["step"] == 128 and stopped_at < a["kimg"]
     for name in ("G", "G_ema", "D"):
         assert_state_close(a[name], b[name], path=name)
     log = (stopped / "sagan-a" / "train.log").read_text()
@@ -71,13 +71,13 @@ def test_a_study_stopped_mid_training_and_rerun_equals_an_uninterrupted_one(tmp_
     kept.mkdir(parents=True)
     for result in ("result.json", "result.png"):
         (kept / result).write_bytes((stopped / "sagan-a" / result).read_bytes())
-    longer = write_plan(tmp_path / "longer.yaml", {"sagan-a": SAGAN}, kimg=2.56, every_kimg=1.024)
+    longer = write_plan(tmp_path / "longer.yaml", {"sagan-a": SAGAN}, kimg=1.28, every_kimg=0.512)
     copy_check = stopped / "sagan-a" / "memorization" / "report.json"
     copy_check_mtime = copy_check.stat().st_mtime_ns
     result = run_script("benchmarks/study.py", ["--plan", longer, "--out", str(stopped)])
     assert "sagan-a: finished now" in result.stdout
-    assert load_checkpoint(stopped / "sagan-a")["step"] == 320 and last.stat().st_mtime_ns != mtime
-    assert json.loads((stopped / "sagan-a" / "result.json").read_text())["kimg"] == 2.56
+    assert load_checkpoint(stopped / "sagan-a")["step"] == 160 and last.stat().st_mtime_ns != mtime
+    assert json.loads((stopped / "sagan-a" / "result.json").read_text())["kimg"] == 1.28
     assert copy_check.stat().st_mtime_ns != copy_check_mtime
     result = run_script("benchmarks/study.py", ["--plan", longer, "--out", str(tmp_path / "kept")], expect_status=None)
     assert result.returncode != 0 and "no checkpoint is left to continue from" in result.stdout + result.stderr
