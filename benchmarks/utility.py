@@ -262,9 +262,8 @@ def format_report(report: dict) -> str:
                          f"within the seed spread of {against}")
             parts[-1] += f" (gain {c['gain']:+.3g}, spread {c['spread']:.2g})"
         lines.append(f"  {setting_description(name, report)}: {'; '.join(parts)}")
-    helped = [setting_description(n, report) for n, e in report["verdict"].items() if e["vs_real"]["verdict"] == "better"]
-    beyond = [setting_description(n, report) for n, e in report["verdict"].items()
-              if e["vs_augmented"]["verdict"] == "better"]
+    helped, beyond = ([setting_description(name, report) for name, entry in report["verdict"].items()
+                       if entry[against]["verdict"] == "better"] for against in ("vs_real", "vs_augmented"))
     lines.append(f"\n{made[0].upper() + made[1:]} helped beyond the seed spread: "
                  + (f"yes, over the real frames alone ({', '.join(helped)})" if helped else
                     "no, not over the real frames alone")

@@ -5,7 +5,6 @@ ones hurt, a user's data split into training and held-out frames, and the one-li
 
 import csv
 import json
-import os
 
 import numpy as np
 import pytest
