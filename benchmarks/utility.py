@@ -128,8 +128,8 @@ class UtilityBenchmark:
             raise EvalError(f"{path} is a SinGAN checkpoint (one image, no labels); the utility benchmark needs a "
                             f"conditional StyleGAN2 or SAGAN checkpoint")
         self.checkpoint, self.device, self.ideal = checkpoint, device, ideal
-        data = checkpoint["config"]["data"]
         self.encoding = conditional_encoding(checkpoint, path, "benchmarks/utility.py")
+        data = checkpoint["config"]["data"]
         if label not in self.encoding.names:
             raise EvalError(f"--label {label}: not a label of {path}; its labels: {', '.join(self.encoding.names)}")
         self.target = Target(self.encoding.columns[self.encoding.names.index(label)])
