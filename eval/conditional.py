@@ -467,24 +467,56 @@ def builtin_renderer(data: dict) -> Callable | None:
     return render
 
 
-def evaluate_checkpoint(args) -> dict:
+def conditional_encoding(checkpoint: dict, path: str, tool: str) -> LabelEncoding:
+    """The label encoding of a conditional checkpoint; an EvalError (one line) for one trained without labels."""
     from eval.fid import EvalError
-    from eval.generate import generate_data_units
-    from training.checkpoint import load_checkpoint
+
+    encoding = LabelEncoding.from_config(checkpoint["config"].get("data", {}))
+    if not encoding.c_dim or "labels" not in checkpoint:
+        raise EvalError(f"{path} was trained without labels; {tool} needs a conditional checkpoint (data.labels "
+                        f"or builtin:particles-cond); score this one with eval/stats.py and eval/fid.py")
+    return encoding
+
+
+def training_set(data: dict, encoding: LabelEncoding) -> tuple[torch.Tensor, dict[str, list]]:
+    """The frames a conditional run trained on, [N, C, H, W] in data units, and their labels {name: N values}:
+    a band left out of training (data.label_exclude) stays out here too."""
     from training.data import load_frames
-    from training.labels import excluded_frames, labels_for_indices, read_labels
+    from training.labels import excluded_frames, read_labels
+
+    frames, names = load_frames(data["path"], data["resolution"], data["channels"])
+    table = read_labels(SimpleNamespace(path=data["path"], labels=data.get("labels", "")), names, len(frames))
+    values = {name: table[name] for name in encoding.names}
+    kept = ~excluded_frames(encoding, encoding.encode(values), data.get("label_exclude") or [])
+    return frames[kept], {name: [v for v, keep in zip(column, kept.tolist()) if keep]
+                          for name, column in values.items()}
+
+
+def generate_at(checkpoint: dict, encoded: torch.Tensor, seed: int, device, truncation: float = 1.0,
+                use_ema: bool = True, batch_size: int = 64) -> torch.Tensor:
+    """A conditional checkpoint's frames [N, C, H, W] in data units, sample i asked for the encoded labels in
+    row i: what eval/generate.py writes for the same seed and labels."""
+    from eval.generate import generate_data_units
     from training.normalize import normalization_from_config
     import nets
+
+    sampler = nets.load_sampler(checkpoint, device, seed=seed, truncation=truncation, use_ema=use_ema,
+                                labels=encoded.to(device))
+    return generate_data_units(sampler, torch.arange(len(encoded)), normalization_from_config(
+        checkpoint["config"].get("data", {})), batch_size, progress="generate")
+
+
+def evaluate_checkpoint(args) -> dict:
+    from eval.fid import EvalError
+    from training.checkpoint import load_checkpoint
+    from training.labels import labels_for_indices
+    from training.normalize import normalization_from_config
 
     started = time.perf_counter()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     checkpoint = load_checkpoint(args.ckpt)
     data = checkpoint["config"].get("data", {})
-    encoding = LabelEncoding.from_config(data)
-    if not encoding.c_dim or "labels" not in checkpoint:
-        raise EvalError(f"{args.ckpt} was trained without labels; eval/conditional.py needs a conditional "
-                        f"checkpoint (data.labels or builtin:particles-cond); score this one with eval/stats.py "
-                        f"and eval/fid.py")
+    encoding = conditional_encoding(checkpoint, args.ckpt, "eval/conditional.py")
     try:
         band = parse_band(args.band, encoding) if args.band else None
     except ValueError as error:
@@ -493,21 +525,13 @@ def evaluate_checkpoint(args) -> dict:
     if band and render is None:
         raise EvalError(f"--band compares with frames rendered afresh at the band's labels: it needs a checkpoint "
                         f"trained on builtin:particles-cond, not {data['path']}")
-    frames, names = load_frames(data["path"], data["resolution"], data["channels"])
-    table = read_labels(SimpleNamespace(path=data["path"], labels=data.get("labels", "")), names, len(frames))
-    real_values = {name: table[name] for name in encoding.names}
-    # The frames the run trained on: a band left out of training (data.label_exclude) stays out here too.
-    kept = ~excluded_frames(encoding, encoding.encode(real_values), data.get("label_exclude") or [])
-    frames = frames[kept]
-    real_values = {name: [v for v, keep in zip(column, kept.tolist()) if keep] for name, column in real_values.items()}
+    frames, real_values = training_set(data, encoding)
     normalization = normalization_from_config(data)
     evaluation = ConditionalEvaluation(encoding, frames, real_values, render=render, bins=args.bins, seed=args.seed)
 
     def generate(encoded: torch.Tensor) -> torch.Tensor:
-        sampler = nets.load_sampler(checkpoint, device, seed=args.seed, truncation=args.truncation,
-                                    use_ema=not args.no_ema, labels=encoded.to(device))
-        return generate_data_units(sampler, torch.arange(len(encoded)), normalization, args.batch_size,
-                                   progress="generate")
+        return generate_at(checkpoint, encoded, args.seed, device, truncation=args.truncation,
+                           use_ema=not args.no_ema, batch_size=args.batch_size)
 
     # The rows eval/generate.py draws for the same seed: sample i asks for the training row (seed, i) picks.
     encoded = labels_for_indices(checkpoint["labels"], torch.arange(args.num_samples), args.seed)
