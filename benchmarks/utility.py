@@ -17,7 +17,9 @@ steps of the same batch size, on
               per seed), each with the label it was asked for;
 - generated:  generated frames only, as many as there are real ones ("train on synthetic, test on real");
 - augmented:  the real frames with classical augmentation only (random flips and shifts of up to
-              resolution/16 pixels): the honest baseline.
+              resolution/16 pixels): the honest baseline;
+- augmented+N: the real frames and the largest N of generated ones, all with that augmentation: do
+              generated frames help on top of what augmentation gives for free?
 
 Equal steps, not equal epochs: every setting gets the same compute, so a difference is the data's and not
 more training (equal epochs would train real+3000 eleven times as long as real, and cost as much).
@@ -28,8 +30,8 @@ fraction (--holdout) of the real frames, held out of every setting's training; t
 its own training, which the report says. Every setting and seed is tested on the same frames.
 
 Seeds 0..S-1: seed s sets the network's initialization and batch order and the generated frames' draw.
-Per setting: the mean and standard deviation over seeds. The verdict compares real+N with real and with
-augmented; a difference counts ("beyond the seed spread") when the means differ by more than the larger
+Per setting: the mean and standard deviation over seeds. The verdict compares real+N and augmented+N with
+real and with augmented; a difference counts ("beyond the seed spread") when the means differ by more than the larger
 of the two settings' standard deviations.
 
 --ideal (built-in set only): the "generated" frames are rendered afresh at the very labels the generator
@@ -38,7 +40,7 @@ would be asked for (content set IDEAL_COPY + s): the ceiling a perfect generator
 --json prints one JSON object on the last line: {"checkpoint", "model", "kimg", "label", "kind", "metric",
 "lower_is_better", "no_skill", "ideal", "num_real", "num_test", "test_set", "training": {"steps",
 "batch_size", "width", "augment_shift"}, "seeds", "settings": {name: {"num_real", "num_generated",
-"augmented", "scores" (one per seed), "mean", "std"}}, "verdict": {"real+N": {"vs_real", "vs_augmented":
+"augmented", "scores" (one per seed), "mean", "std"}}, "verdict": {"real+N" and "augmented+N": {"vs_real", "vs_augmented":
 {"gain", "spread", "verdict"}}}, "helped", "helped_beyond_augmentation", "threads", "loadavg", "seconds"}.
 --plot FILE writes one figure: the metric per setting, mean ± std over seeds. Bad input (a checkpoint trained
 without labels, a SinGAN checkpoint, an unknown label, a missing file) is a one-line error, exit status 2.
@@ -181,6 +183,8 @@ class UtilityBenchmark:
                      for n in num_generated}
         settings["generated"] = {"num_real": 0, "num_generated": num_real, "augmented": False}
         settings["augmented"] = {"num_real": num_real, "num_generated": 0, "augmented": True}
+        most = max(num_generated)
+        settings[f"augmented+{most}"] = {"num_real": num_real, "num_generated": most, "augmented": True}
         for setting in settings.values():
             setting["scores"] = []
         with Progress("train", total=len(seeds) * len(settings), unit="networks") as bar:
@@ -200,7 +204,7 @@ class UtilityBenchmark:
                                                                                                 ddof=1))
         verdict = {name: {"vs_real": compare(settings["real"], setting, target.lower_is_better),
                           "vs_augmented": compare(settings["augmented"], setting, target.lower_is_better)}
-                   for name, setting in settings.items() if name.startswith("real+")}
+                   for name, setting in settings.items() if "+" in name}
         data = self.checkpoint["config"]["data"]
         return {"model": self.checkpoint["model"], "kimg": self.checkpoint.get("kimg"), "label": target.name,
                 "kind": target.kind, "metric": target.metric, "lower_is_better": target.lower_is_better,
@@ -233,6 +237,8 @@ def setting_description(name: str, report: dict) -> str:
         return f"{made} only"
     if name == "augmented":
         return f"real, flips + shifts <= {report['training']['augment_shift']} px"
+    if name.startswith("augmented+"):
+        return f"real + {name[10:]} {made}, flips + shifts"
     return f"real + {name[5:]} {made}"
 
 

@@ -36,20 +36,21 @@ def test_every_setting_for_every_seed_and_the_same_numbers_again_for_a_seed(ckpt
     assert main(["--ckpt", ckpt, *TINY, "--json", "--plot", str(tmp_path / "utility.png")]) == 0
     out, err = capsys.readouterr()
     report = json.loads(out.strip().splitlines()[-1])
-    assert list(report["settings"]) == ["real", "real+8", "real+24", "generated", "augmented"]
+    assert list(report["settings"]) == ["real", "real+8", "real+24", "generated", "augmented", "augmented+24"]
     assert report["num_real"] == 32 and report["num_test"] == 40 and report["seeds"] == [0, 1]
     assert report["label"] == "energy" and report["metric"] == "rmse" and report["lower_is_better"]
     counts = {name: (s["num_real"], s["num_generated"], s["augmented"]) for name, s in report["settings"].items()}
     assert counts == {"real": (32, 0, False), "real+8": (32, 8, False), "real+24": (32, 24, False),
-                      "generated": (0, 32, False), "augmented": (32, 0, True)}
+                      "generated": (0, 32, False), "augmented": (32, 0, True), "augmented+24": (32, 24, True)}
     for setting in report["settings"].values():
         assert len(setting["scores"]) == 2 and all(s > 0 for s in setting["scores"])
         assert setting["mean"] == pytest.approx(np.mean(setting["scores"]))
         assert setting["std"] == pytest.approx(np.std(setting["scores"], ddof=1))
-    for name in ("real+8", "real+24"):
+    for name in ("real+8", "real+24", "augmented+24"):
         setting, real = report["settings"][name], report["settings"]["real"]
         expected = compare(real, setting, lower_is_better=True)
         assert report["verdict"][name]["vs_real"] == expected
+        assert report["verdict"][name]["vs_augmented"] == compare(report["settings"]["augmented"], setting, True)
         assert expected["gain"] == pytest.approx(real["mean"] - setting["mean"])
         assert report["helped"] >= (expected["verdict"] == "better")
     assert "generated frames helped beyond the seed spread: " in err.lower()
