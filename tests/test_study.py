@@ -228,6 +228,13 @@ def test_the_default_configs_hold_the_recipe_that_won_and_the_reference_ones_the
     for key in ("lr", "pl_weight", "style_mixing", "ema_halflife_kimg", "ema_rampup", "r1_interval"):
         assert small["train"][key] == cpu32["train"][key], key
     assert small["augment"] == cpu32["augment"]
+    # cpu64 is the winner's recipe at 64 px with the cpu32 widths, R1 by the heuristic.
+    cpu64 = resolved("configs/stylegan2_cpu64.yaml")
+    assert cpu64["data"]["resolution"] == 64 and cpu64["train"]["r1_gamma"] == 0.0002 * 64 ** 2 / cpu64["train"]["batch_size"]
+    assert {**recipe(cpu64), "train": {**recipe(cpu64)["train"], "r1_gamma": None}} == {
+        **recipe(cpu32), "train": {**recipe(cpu32)["train"], "r1_gamma": None}}
+    (cpu64_variant,) = read_plan(os.path.join(ROOT, "benchmarks", "plans", "cpu64.yaml")).variants
+    assert cpu64_variant.config == "configs/stylegan2_cpu64.yaml" and not cpu64_variant.overrides
     small_reference = resolved("configs/small300_reference.yaml")
     assert (small_reference["train"]["r1_gamma"], small_reference["train"]["lr"], small_reference["train"]["pl_weight"]) == (
         reference.overrides["train.r1_gamma"], reference.overrides["train.lr"], 1.0)
