@@ -60,7 +60,7 @@ from torch.nn import functional as F
 
 from eval.conditional import FRESH_SEED_STRIDE, builtin_renderer, conditional_encoding, generate_at, training_set
 from eval.frame_cnn import fit_frame_cnn, predict
-from eval.stats import print_report, single_channel
+from eval.stats import report_command, single_channel
 from training.labels import LabelColumn, LabelEncoding, labels_for_indices
 
 DEFAULT_LABEL = "energy"
@@ -341,13 +341,10 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args.holdout < 1:
         parser.error("--holdout is a fraction between 0 and 1")
 
-    from eval.fid import EvalError
-    from training.checkpoint import CheckpointError, load_checkpoint
-    from training.config import ConfigError
-    from training.data import DataError
+    from training.checkpoint import load_checkpoint
 
-    started = time.perf_counter()
-    try:
+    def compute() -> dict:
+        started = time.perf_counter()
         benchmark = UtilityBenchmark(load_checkpoint(args.ckpt), args.ckpt, args.label, args.test_frames,
                                      args.holdout, args.ideal, "cuda" if torch.cuda.is_available() else "cpu")
         report = {"checkpoint": args.ckpt, **benchmark.run(list(range(args.seeds)), num_generated, args.steps,
@@ -356,11 +353,9 @@ def main(argv: list[str] | None = None) -> int:
                    "seconds": time.perf_counter() - started}
         if args.plot:
             plot(report, args.plot)
-    except (EvalError, CheckpointError, DataError, ConfigError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print_report(format_report(report), report, args.json, args.plot)
-    return 0
+        return report
+
+    return report_command(compute, format_report, args.json, args.plot)
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from eval.stats import (PER_FRAME, FrameStatistics, otsu_threshold, per_frame_statistics, print_report,
+from eval.stats import (PER_FRAME, FrameStatistics, otsu_threshold, per_frame_statistics, report_command,
                         reader_features, single_channel)
 from training.labels import LabelEncoding
 
@@ -575,21 +575,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.num_samples < 2 or args.bins < 1 or args.batch_size < 1:
         parser.error("--num-samples must be at least 2, --bins and --batch-size positive")
 
-    from eval.fid import EvalError
     from eval.inception_weights import WeightsError
-    from training.checkpoint import CheckpointError
-    from training.config import ConfigError
-    from training.data import DataError
 
-    try:
+    def compute() -> dict:
         report = evaluate_checkpoint(args)
         if args.plots:
             plot_response(report, args.plots)
-    except (EvalError, WeightsError, CheckpointError, DataError, ConfigError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print_report(format_report(report), report, args.json, args.plots)
-    return 0
+        return report
+
+    return report_command(compute, format_report, args.json, args.plots, errors=(WeightsError,))
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ import numpy as np
 import torch
 
 from eval.stats import (add_frame_arguments, check_frame_arguments, compared_frames, frame_features,
-                        histogram_bins, otsu_threshold, plot_overlays, print_report, reader_features,
+                        histogram_bins, otsu_threshold, plot_overlays, reader_features, report_command,
                         single_channel)
 
 DISTRIBUTIONS = {  # frame_features key -> what it is, in the order of the report
@@ -441,12 +441,9 @@ def main(argv: list[str] | None = None) -> int:
     check_frame_arguments(parser, args)
 
     from eval.fid import EvalError
-    from training.checkpoint import CheckpointError
-    from training.config import ConfigError
-    from training.data import DataError
 
-    started = time.perf_counter()
-    try:
+    def compute() -> dict:
+        started = time.perf_counter()
         real, fake, data = compared_frames(args)
         second = independent_real_frames(data["path"], real.shape[-1], len(fake), data.get("label_exclude") or ())
         if second is None and len(real) < 4:
@@ -458,11 +455,9 @@ def main(argv: list[str] | None = None) -> int:
         report["seconds"] = time.perf_counter() - started
         if args.plots:
             write_plots(tests, report, fake, args.plots)
-    except (EvalError, CheckpointError, DataError, ConfigError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print_report(format_report(report), report, args.json, args.plots)
-    return 0
+        return report
+
+    return report_command(compute, format_report, args.json, args.plots)
 
 
 if __name__ == "__main__":

@@ -363,32 +363,38 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     check_frame_arguments(parser, args)
 
+    def compute() -> dict:
+        real, fake, _ = compared_frames(args)
+        statistics = FrameStatistics(real, threshold=args.threshold)
+        report = statistics.report(fake)
+        if args.plots:
+            plot_overlays(statistics.real, single_channel(fake), statistics.threshold, args.plots)
+        return report
+
+    return report_command(compute, format_report, args.json, args.plots)
+
+
+def report_command(compute, format_report, as_json: bool, plots: str | None, errors: tuple = ()) -> int:
+    """The end of every report command: run `compute()` (-> the report dict) and print the text report (on
+    stderr with --json), where the plots went, then the JSON object as the last line; exit status 0. Bad
+    input (the project's one-line errors, and `errors`) prints `error: ...` and gives exit status 2."""
     from eval.fid import EvalError
     from training.checkpoint import CheckpointError
     from training.config import ConfigError
     from training.data import DataError
 
     try:
-        real, fake, _ = compared_frames(args)
-        statistics = FrameStatistics(real, threshold=args.threshold)
-        report = statistics.report(fake)
-        if args.plots:
-            plot_overlays(statistics.real, single_channel(fake), statistics.threshold, args.plots)
-    except (EvalError, CheckpointError, DataError, ConfigError) as error:
+        report = compute()
+    except (EvalError, CheckpointError, DataError, ConfigError, *errors) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print_report(format_report(report), report, args.json, args.plots)
-    return 0
-
-
-def print_report(text: str, report: dict, as_json: bool, plots: str | None) -> None:
-    """The text report (on stderr with --json) and where the plots went, then the JSON object as the last line."""
     out = sys.stderr if as_json else sys.stdout
-    print(text, file=out)
+    print(format_report(report), file=out)
     if plots:
         print(f"plots in {plots}", file=out)
     if as_json:
         print(json.dumps(report))
+    return 0
 
 
 if __name__ == "__main__":
