@@ -36,7 +36,7 @@ class FrameCNN(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(float(pixel_mean)))
         self.register_buffer("pixel_std", torch.tensor(max(float(pixel_std), 1e-12)))
         layers, channels = [nn.Conv2d(1, width, 3, padding=1), nn.LeakyReLU(0.2)], width
-        for halving in range(int(math.log2(resolution)) - 2):  # down to 4x4
+        for _ in range(int(math.log2(resolution)) - 2):  # halvings down to 4x4
             wider = min(channels * 2, width * 4)
             layers += [nn.Conv2d(channels, wider, 3, stride=2, padding=1), nn.LeakyReLU(0.2)]
             channels = wider
