@@ -64,7 +64,7 @@ from eval.stats import report_command, single_channel
 from training.labels import LabelColumn, LabelEncoding, labels_for_indices
 
 DEFAULT_LABEL = "energy"
-TEST_COPY = 4     # built-in set: the test frames are the renderer's content set 4 (eval/conditional.py renders 1-3)
+TEST_COPY = 4     # built-in set: the test frames are the renderer's content set 4 (eval/conditional.py renders 1-3 and 5)
 IDEAL_COPY = 10   # --ideal: seed s's "generated" frames are content set 10 + s
 HOLDOUT_SEED = 0  # a user's data: which frames are held out as the test set (the same for every seed)
 

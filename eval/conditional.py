@@ -1,7 +1,7 @@
 """Does a generated frame show the setting it was asked for? A conditional checkpoint, label by label.
 
     python eval/conditional.py --ckpt CKPT [--num-samples N] [--bins 5] [--band energy=2.5:3.5] [--fid]
-                               [--json] [--plots DIR]
+                               [--reader features|cnn] [--reader-frames N] [--json] [--plots DIR]
 
 Generated frames are asked for labels drawn from the training set's (exactly the frames
 `eval/generate.py --ckpt CKPT --num N` writes with the same seed) and taken to data units. Each frame
@@ -17,13 +17,18 @@ frame, at Otsu's threshold of the real pixels). Three questions:
   of the real set (so the floor compares half-size sets). `ratio` per label and statistic: the sum
   over bins of the differences over the sum of the floors (about 1: as far from the real set as real
   frames are; the per-bin numbers are noisier);
-- label fidelity: a small network (`LabelReader`) trained on the real frames to read every label
-  from a frame's `reader_features` (the per-frame statistics, pixel quantiles and power spectrum;
-  a regression per continuous label, a classifier per discrete one), applied to the generated frames:
-  R² (continuous) / accuracy (discrete) against the
-  labels they were asked for, beside the same reader's on real frames it never saw (for the built-in
-  set: the second set, rendered at the same labels; for a user's data: a quarter of the real frames,
-  held out of the reader's training);
+- label fidelity: a reader trained on the real frames to read every label from a frame (a regression
+  per continuous label, a classifier per discrete one), applied to the generated frames: R²
+  (continuous) / accuracy (discrete) against the labels they were asked for, beside the same reader's
+  on real frames it never saw (for the built-in set: the second set, rendered at the same labels; for a
+  user's data: a quarter of the real frames, held out of the reader's training). Each continuous
+  label's R² also within each class of each discrete label: a label that only some classes show (the
+  built-in field bends tracks, and only the `tracks` class has them) is judged where it shows. The
+  reader: `--reader features` (default; `LabelReader`: a small network on `reader_features`, the
+  per-frame statistics, pixel quantiles and power spectrum; seconds, and blind to shapes) or `--reader
+  cnn` (eval/frame_cnn.py's FrameCNN on the pixels; minutes on a CPU, and it sees a track's curvature).
+  A few hundred real frames may be too few for a reader to learn a faint label; on the built-in set
+  `--reader-frames N` trains it on N frames rendered afresh at labels drawn from the real rows instead;
 - per class of each discrete label: the statistics of eval/stats.py (Wasserstein-1 distances with
   their two-halves floors) between the generated and real frames of the class, with their counts;
   with `--fid` also FID and KID (Inception; slow on a CPU, and strongly biased at a few hundred
@@ -40,7 +45,8 @@ the fidelities) beside FID/KID.
 `--json` prints one JSON object on the last line: {"num_generated", "num_real", "threshold", "floor",
 "response": {label: {"bins": [[lo, hi], ...], "statistics": {stat: {"generated_mean": [...],
 "generated_std", "real_mean", "real_std", "num_generated", "num_real", "difference", "floor",
-"ratio"}}}}, "fidelity": {label: {"kind", "generated", "real", "chance"}}, "classes": {label: {class:
+"ratio"}}}}, "reader", "fidelity": {label: {"kind", "generated", "real", "chance", "num_real", ["by_class":
+{discrete label: {class: {"generated", "real", "num_generated", "num_real"}}}]}}, "classes": {label: {class:
 {"num_generated", "num_real", "stats": {eval/stats.py's report}, ["fid", "kid", "kid_std"]}}},
 ["band": {...}], "seconds"}; a number that is undefined (an empty bin) is null. A checkpoint trained
 without labels, or bad input, is a one-line error with exit status 2.
@@ -69,6 +75,8 @@ UNREADABLE_R2 = 0.2              # below this R² on real frames (or chance + 0.
 UNREADABLE_ACCURACY_GAIN = 0.1
 RENDER_ARGUMENT = {"energy": "energy", "field": "field", "type": "kind"}  # label -> render_conditional_frame's
 FRESH_SEED_STRIDE = 1000  # copy k of the built-in set is rendered with seed data_seed + k * FRESH_SEED_STRIDE
+READER_COPY = 5           # the content set the reader trains on when it trains on rendered frames (the floor: 1, band: 2-3)
+READERS = ("features", "cnn")
 
 
 def _subset(values: dict[str, list], rows: np.ndarray) -> dict[str, list]:
@@ -82,10 +90,25 @@ def _mean_std(samples: np.ndarray) -> tuple[float | None, float | None]:
 # ---------------------------------------------------------------------------
 # Reading the labels back from a frame
 
+def label_loss(encoding: LabelEncoding, out: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """A reader's loss against encoded labels c: squared error on each continuous label, cross-entropy on
+    each discrete one, summed."""
+    total, at = 0.0, 0
+    for column in encoding.columns:
+        block, target = out[:, at:at + column.width], c[:, at:at + column.width]
+        if column.kind == "continuous":
+            total = total + ((block - target) ** 2).mean()
+        else:
+            total = total + nn.functional.cross_entropy(block, target.argmax(1))
+        at += column.width
+    return total
+
+
 class LabelReader(nn.Module):
     """A small network reading every label from a frame's `reader_features`: one output per continuous
     label (its encoded value, about [-1, 1]) and one logit per class, in the encoding's order, so
-    `encoding.decode` reads its output.
+    `encoding.decode` reads its output. Fast (seconds), and blind to shapes: the features are unchanged
+    by rotations, so a label that only bends a track is out of its sight.
 
     Args:
         encoding:   the checkpoint's label encoding
@@ -103,25 +126,13 @@ class LabelReader(nn.Module):
     def forward(self, features: np.ndarray) -> torch.Tensor:
         return self.net((torch.from_numpy(np.asarray(features)).float() - self.mean) / self.std)
 
-    def loss(self, features: np.ndarray, c: torch.Tensor) -> torch.Tensor:
-        """Squared error on continuous labels, cross-entropy on each discrete one, summed."""
-        out, total, at = self(features), 0.0, 0
-        for column in self.encoding.columns:
-            block, target = out[:, at:at + column.width], c[:, at:at + column.width]
-            if column.kind == "continuous":
-                total = total + ((block - target) ** 2).mean()
-            else:
-                total = total + nn.functional.cross_entropy(block, target.argmax(1))
-            at += column.width
-        return total
-
     def fit(self, features: np.ndarray, c: torch.Tensor, steps: int = 500) -> "LabelReader":
         """Full-batch training on the real frames' features and encoded labels c."""
         optimizer = torch.optim.Adam(self.parameters(), lr=1e-2, weight_decay=1e-2)
         self.train()
         for _ in range(steps):
             optimizer.zero_grad(set_to_none=True)
-            self.loss(features, c).backward()
+            label_loss(self.encoding, self(features), c).backward()
             optimizer.step()
         return self.eval()
 
@@ -129,6 +140,42 @@ class LabelReader(nn.Module):
     def read(self, features: np.ndarray) -> dict[str, list]:
         """The labels read from frames' features, as label values."""
         return self.encoding.decode(self(features))
+
+
+class FeatureReader:
+    """`--reader features`: a LabelReader on `reader_features` at the real pixels' threshold."""
+
+    def __init__(self, encoding: LabelEncoding, threshold: float, frames: np.ndarray, c: torch.Tensor, seed: int):
+        self.threshold = threshold
+        features = reader_features(frames, threshold)
+        with torch.random.fork_rng(devices=[]):  # the reader's initialization leaves the caller's RNG alone
+            torch.manual_seed(seed)
+            self.model = LabelReader(encoding, features)
+        self.model.fit(features, c)
+
+    def read(self, frames: np.ndarray) -> dict[str, list]:
+        return self.model.read(reader_features(frames, self.threshold))
+
+
+class CNNReader:
+    """`--reader cnn`: eval/frame_cnn.py's FrameCNN reading every label from the pixels, so it sees shapes
+    (a track's curvature) the features cannot. Minutes on a CPU. Trained with random flips and shifts of up
+    to 1/16 of the frame where the run trained with both flips (its labels then do not depend on
+    orientation), without augmentation otherwise."""
+
+    def __init__(self, encoding: LabelEncoding, frames: np.ndarray, c: torch.Tensor, seed: int, steps: int,
+                 flips: bool):
+        from eval.frame_cnn import fit_frame_cnn
+
+        self.encoding = encoding
+        augment = max(1, frames.shape[-1] // 16) if flips else None
+        self.model = fit_frame_cnn(frames, c, lambda out, target: label_loss(encoding, out, target),
+                                   outputs=encoding.c_dim, steps=steps, seed=seed, augment_shift=augment)
+
+    def read(self, frames: np.ndarray) -> dict[str, list]:
+        from eval.frame_cnn import predict
+
+        return self.encoding.decode(predict(self.model, frames))
 
 
 def fidelity_scores(encoding: LabelEncoding, asked: dict[str, list], read: dict[str, list]) -> dict[str, float]:
@@ -158,14 +205,26 @@ class ConditionalEvaluation:
         render:        (values, copy) -> frames in data units at those labels, content set `copy` (1, 2, ...)
                        different from the real set's; None for a user's data (floor from two halves)
         bins:          bins per continuous label over its training range
-        seed:          the halves, the held-out quarter and the reader's initialization
+        seed:          the halves, the held-out quarter, the reader's frames and its initialization
+        reader:        "features" (LabelReader: seconds) or "cnn" (CNNReader: minutes, sees shapes)
+        reader_frames: built-in set only: train the reader on this many frames rendered afresh (content set
+                       READER_COPY) at labels drawn from the real rows, instead of on the real frames; 0: the
+                       real frames
+        reader_steps:  the CNN reader's training steps
+        flips:         whether the run trained with both flips (the CNN reader then trains with them)
     """
 
     def __init__(self, encoding: LabelEncoding, real_frames, real_values: dict[str, list], *,
-                 render: Callable | None = None, bins: int = 5, seed: int = 0):
+                 render: Callable | None = None, bins: int = 5, seed: int = 0, reader: str = "features",
+                 reader_frames: int = 0, reader_steps: int = 2000, flips: bool = True):
         if not encoding.c_dim:
             raise ValueError("the conditional evaluation needs labels (an encoding with c_dim > 0)")
-        self.encoding, self.render, self.bins = encoding, render, bins
+        if reader not in READERS:
+            raise ValueError(f"reader must be one of {', '.join(READERS)}, got {reader!r}")
+        if reader_frames and render is None:
+            raise ValueError("--reader-frames renders the reader's training frames: it needs the built-in labelled "
+                             "set (builtin:particles-cond)")
+        self.encoding, self.render, self.bins, self.reader_kind = encoding, render, bins, reader
         self.real = single_channel(real_frames)
         self.real_values = {name: list(real_values[name]) for name in encoding.names}
         self.threshold = otsu_threshold(self.real)
@@ -179,15 +238,20 @@ class ConditionalEvaluation:
                                      {k: v[rows] for k, v in self.real_statistics.items()}) for rows in halves)
             quarter = max(len(order) // 4, 1)
             train_rows, held_out = np.sort(order[quarter:]), np.sort(order[:quarter])
-        features = reader_features(self.real[train_rows], self.threshold)
-        with torch.random.fork_rng(devices=[]):  # the reader's initialization leaves the caller's RNG alone
-            torch.manual_seed(seed)
-            self.reader = LabelReader(encoding, features)
-        self.reader.fit(features, encoding.encode(_subset(self.real_values, train_rows)))
+        if reader_frames:
+            drawn = np.random.default_rng([seed, READER_COPY]).integers(len(self.real), size=reader_frames)
+            reader_values = _subset(self.real_values, drawn)
+            reader_training = single_channel(render(reader_values, READER_COPY))
+        else:
+            reader_values, reader_training = _subset(self.real_values, train_rows), self.real[train_rows]
+        self.reader_source = (f"{reader_frames} frames rendered afresh" if reader_frames else
+                              f"{len(reader_training)} real frames")
+        c = encoding.encode(reader_values)
+        self.reader = (FeatureReader(encoding, self.threshold, reader_training, c, seed) if reader == "features" else
+                       CNNReader(encoding, reader_training, c, seed, reader_steps, flips))
         if render is None:
-            self.fidelity_real = fidelity_scores(encoding, _subset(self.real_values, held_out),
-                                                 self.read(self.real[held_out]))
-            self.num_held_out = len(held_out)
+            self.held_out_values = _subset(self.real_values, held_out)
+            self.held_out_read = self.read(self.real[held_out])
 
     @property
     def floor_kind(self) -> str:
@@ -196,7 +260,7 @@ class ConditionalEvaluation:
 
     def read(self, frames: np.ndarray) -> dict[str, list]:
         """The labels the reader reads from single-channel frames [N, H, W]."""
-        return self.reader.read(reader_features(frames, self.threshold))
+        return self.reader.read(frames)
 
     def bin_edges(self, name: str) -> np.ndarray:
         column = self.encoding.columns[self.encoding.names.index(name)]
@@ -256,18 +320,21 @@ class ConditionalEvaluation:
         generated = single_channel(generated_frames)
         generated_values = {name: list(generated_values[name]) for name in self.encoding.names}
         statistics = per_frame_statistics(generated, self.threshold)
-        fidelity_generated = fidelity_scores(self.encoding, generated_values, self.read(generated))
+        read_generated = self.read(generated)
         if self.render is not None:
             # What an ideal generator would score: real frames rendered afresh at the very labels asked for.
             rendered = single_channel(self.render(generated_values, 1))
             floor_sets = ((self.real_values, self.real_statistics),
                           (generated_values, per_frame_statistics(rendered, self.threshold)))
-            fidelity_real = fidelity_scores(self.encoding, generated_values, self.read(rendered))
-            num_held_out = len(rendered)
+            real_asked, real_read = generated_values, self.read(rendered)
         else:
-            floor_sets, fidelity_real, num_held_out = self.floor_sets, self.fidelity_real, self.num_held_out
+            floor_sets, real_asked, real_read = self.floor_sets, self.held_out_values, self.held_out_read
+        fidelity_generated = fidelity_scores(self.encoding, generated_values, read_generated)
+        fidelity_real = fidelity_scores(self.encoding, real_asked, real_read)
+        num_real = len(next(iter(real_asked.values())))
         report = {"num_generated": len(generated), "num_real": len(self.real), "threshold": self.threshold,
-                  "floor": self.floor_kind, "response": {}, "fidelity": {}, "classes": {}}
+                  "floor": self.floor_kind, "reader": f"{self.reader_kind}, trained on {self.reader_source}",
+                  "response": {}, "fidelity": {}, "classes": {}}
         for column in self.encoding.columns:
             if column.kind == "continuous":
                 report["response"][column.name] = self.response(column.name, generated_values, statistics,
@@ -278,8 +345,31 @@ class ConditionalEvaluation:
                 chance = 1 / len(column.classes)
             report["fidelity"][column.name] = {"kind": column.kind, "generated": fidelity_generated[column.name],
                                                "real": fidelity_real[column.name], "chance": chance,
-                                               "num_real": num_held_out}
+                                               "num_real": num_real}
+            if column.kind == "continuous":
+                report["fidelity"][column.name]["by_class"] = self.fidelity_by_class(
+                    column.name, (generated_values, read_generated), (real_asked, real_read))
         return report
+
+    def fidelity_by_class(self, name: str, generated: tuple[dict, dict], real: tuple[dict, dict]) -> dict:
+        """A continuous label's R² within each class of each discrete label, generated (asked, read) against
+        real (asked, read): a label only some classes show (a field that bends tracks) is judged where it
+        shows. {discrete label: {class: {"generated", "real", "num_generated", "num_real"}}}."""
+        result = {}
+        for column in self.encoding.columns:
+            if column.kind != "discrete":
+                continue
+            result[column.name] = {}
+            for label in column.classes:
+                entry = {}
+                for side, (asked, read) in (("generated", generated), ("real", real)):
+                    rows = np.flatnonzero([str(v) == label for v in asked[column.name]])
+                    entry[f"num_{side}"] = int(len(rows))
+                    entry[side] = (fidelity_scores(self.encoding, _subset(asked, rows), _subset(read, rows))[name]
+                                   if len(rows) >= 2 else None)
+                result[column.name][label] = {key: entry[key] for key in ("generated", "real", "num_generated",
+                                                                          "num_real")}
+        return result
 
     def band(self, name: str, low: float, high: float, generated_frames, generated_values: dict[str, list]) -> dict:
         """Generated frames asked for labels with `name` inside [low, high] against frames rendered afresh at
@@ -397,15 +487,21 @@ def format_report(report: dict) -> str:
             curve = response["statistics"][key]
             cells = [f"{number(d, 3)} / {number(f, 3)}" for d, f in zip(curve["difference"], curve["floor"])]
             lines.append(f"{label:22s}" + "".join(f"{c:>20s}" for c in cells) + f"{number(curve['ratio'], 3):>8s}")
-    lines.append("\nlabel fidelity (a reader trained on real frames reads the label back)")
+    def verdict(real, chance) -> str:
+        unreadable = real is None or real < (UNREADABLE_R2 if chance is None else chance + UNREADABLE_ACCURACY_GAIN)
+        return "  (the reader cannot read it from real frames either: no verdict)" if unreadable else ""
+
+    lines.append(f"\nlabel fidelity (a reader reads the label back; reader: {report['reader']})")
     for name, entry in report["fidelity"].items():
         measure = "R²" if entry["kind"] == "continuous" else "accuracy"
         chance = f", chance {entry['chance']:.3g}" if entry["chance"] is not None else ""
-        unreadable = entry["real"] is None or entry["real"] < (UNREADABLE_R2 if entry["chance"] is None
-                                                               else entry["chance"] + UNREADABLE_ACCURACY_GAIN)
-        verdict = "  (the reader cannot read it from real frames either: no verdict)" if unreadable else ""
         lines.append(f"  {name:10s} {measure} generated {number(entry['generated'], 3)}, real (held out, "
-                     f"{entry['num_real']}) {number(entry['real'], 3)}{chance}{verdict}")
+                     f"{entry['num_real']}) {number(entry['real'], 3)}{chance}{verdict(entry['real'], entry['chance'])}")
+        for discrete, classes in entry.get("by_class", {}).items():
+            for label, within in classes.items():
+                lines.append(f"    within {discrete}={label}: {measure} generated {number(within['generated'], 3)} "
+                             f"({within['num_generated']}), real {number(within['real'], 3)} ({within['num_real']})"
+                             f"{verdict(within['real'], None)}")
     for name, classes in report["classes"].items():
         lines.append(f"\nper class of {name} (W1 generated vs real / floor of two real halves)")
         for label, entry in classes.items():
@@ -527,7 +623,13 @@ def evaluate_checkpoint(args) -> dict:
                         f"trained on builtin:particles-cond, not {data['path']}")
     frames, real_values = training_set(data, encoding)
     normalization = normalization_from_config(data)
-    evaluation = ConditionalEvaluation(encoding, frames, real_values, render=render, bins=args.bins, seed=args.seed)
+    try:
+        evaluation = ConditionalEvaluation(encoding, frames, real_values, render=render, bins=args.bins,
+                                           seed=args.seed, reader=args.reader, reader_frames=args.reader_frames,
+                                           reader_steps=args.reader_steps,
+                                           flips=bool(data.get("hflip", True) and data.get("vflip", True)))
+    except ValueError as error:
+        raise EvalError(str(error)) from None
 
     def generate(encoded: torch.Tensor) -> torch.Tensor:
         return generate_at(checkpoint, encoded, args.seed, device, truncation=args.truncation,
@@ -562,6 +664,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bins", type=int, default=5, help="bins per continuous label over its training range")
     parser.add_argument("--band", metavar="NAME=LOW:HIGH", help="built-in set: also frames generated inside this "
                         "band of a continuous label against frames rendered afresh there")
+    parser.add_argument("--reader", choices=READERS, default="features", help="what reads the labels back: "
+                        "'features' (per-frame statistics and spectrum: seconds, blind to shapes) or 'cnn' (a small "
+                        "CNN on the pixels: minutes, sees a track's curvature)")
+    parser.add_argument("--reader-frames", type=int, default=0, metavar="N", help="built-in set: train the reader "
+                        "on N frames rendered afresh at labels drawn from the real rows instead of the real frames")
+    parser.add_argument("--reader-steps", type=int, default=2000, help="the CNN reader's training steps")
     parser.add_argument("--fid", action="store_true", help="also FID/KID per class of each discrete label "
                         "(Inception: minutes on a CPU)")
     parser.add_argument("--seed", type=int, default=0, help="sample i depends on (seed, i); also the reader's seed")
@@ -572,8 +680,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plots", metavar="DIR", help="write a response-curve plot per continuous label")
     parser.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     args = parser.parse_args(argv)
-    if args.num_samples < 2 or args.bins < 1 or args.batch_size < 1:
-        parser.error("--num-samples must be at least 2, --bins and --batch-size positive")
+    if args.num_samples < 2 or args.bins < 1 or args.batch_size < 1 or args.reader_steps < 1 or args.reader_frames < 0:
+        parser.error("--num-samples must be at least 2, --bins, --batch-size and --reader-steps positive, "
+                     "--reader-frames not negative")
 
     from eval.inception_weights import WeightsError
 

@@ -103,12 +103,77 @@ def test_band_compares_with_frames_rendered_afresh_there(built_in):
 def test_a_users_data_gets_the_two_halves_floor_and_a_held_out_quarter(built_in):
     _, _, frames, values, asked = built_in
     evaluation = ConditionalEvaluation(ENCODING, frames[:120], {k: v[:120] for k, v in values.items()})
-    assert evaluation.num_held_out == 30
+    assert len(evaluation.held_out_values["energy"]) == 30
     report = evaluation.report(frames[120:], {k: v[120:] for k, v in values.items()})
     assert report["floor"] == "two random halves of the real set"
     assert all(entry["num_real"] == 30 for entry in report["fidelity"].values())
     with pytest.raises(ValueError, match="builtin:particles-cond"):
         evaluation.band("energy", 2.5, 3.5, frames[120:], {k: v[120:] for k, v in values.items()})
+
+
+def r_squared(truth, guess) -> float:
+    truth, guess = np.asarray(truth, np.float64), np.asarray(guess, np.float64)
+    return float(1 - ((guess - truth) ** 2).sum() / ((truth - truth.mean()) ** 2).sum())
+
+
+def test_fidelity_within_a_class_is_the_r2_of_that_class_frames_alone(built_in):
+    evaluation, render, _, _, asked = built_in
+    generated = render(asked, 7)
+    report = evaluation.report(generated, asked)
+    sides = {"generated": evaluation.read(generated), "real": evaluation.read(render(asked, 1))}
+    for name in ("energy", "field"):
+        by_class = report["fidelity"][name]["by_class"]
+        assert set(by_class) == {"type"} and set(by_class["type"]) == set(particles.CONDITIONAL_KINDS)
+        for kind, entry in by_class["type"].items():
+            rows = [i for i, v in enumerate(asked["type"]) if v == kind]
+            assert entry["num_generated"] == entry["num_real"] == len(rows)
+            for side, read in sides.items():
+                expected = r_squared([asked[name][i] for i in rows], [read[name][i] for i in rows])
+                assert entry[side] == pytest.approx(expected), (name, kind, side)
+
+
+def bars(count: int, size: int, seed: int) -> tuple[np.ndarray, dict[str, list]]:
+    """Frames [count, size, size] each holding one bar, horizontal or vertical, at a random place and
+    brightness: the orientation is invisible to rotation-blind features, plain to a CNN."""
+    rng = np.random.default_rng(seed)
+    frames = rng.normal(0, 0.05, (count, size, size))
+    orientation = rng.choice(["horizontal", "vertical"], count)
+    brightness = rng.uniform(1, 3, count)
+    for frame, kind, level, at, start in zip(frames, orientation, brightness, rng.integers(2, size - 2, count),
+                                             rng.integers(0, size // 2, count)):
+        if kind == "horizontal":
+            frame[at, start:start + size // 2] += level
+        else:
+            frame[start:start + size // 2, at] += level
+    return frames, {"orientation": list(orientation), "brightness": list(brightness)}
+
+
+def test_the_cnn_reader_sees_a_shape_the_feature_reader_cannot():
+    encoding = LabelEncoding([LabelColumn("brightness", "continuous", 1.0, 3.0),
+                              LabelColumn("orientation", "discrete", classes=["horizontal", "vertical"])])
+    frames, values = bars(400, 16, seed=0)
+    generated, asked = bars(200, 16, seed=1)
+    accuracy = {}
+    for reader in ("features", "cnn"):
+        torch.manual_seed(0)
+        evaluation = ConditionalEvaluation(encoding, frames, values, reader=reader, reader_steps=300, flips=False)
+        report = evaluation.report(generated, asked)
+        assert report["reader"] == f"{reader}, trained on 300 real frames"
+        accuracy[reader] = report["fidelity"]["orientation"]["generated"]
+        assert report["fidelity"]["brightness"]["generated"] > 0.5  # both read the brightness
+    assert accuracy["features"] < 0.65 and accuracy["cnn"] > 0.9, accuracy
+
+
+def test_the_reader_can_train_on_frames_rendered_afresh(built_in):
+    _, render, frames, values, asked = built_in
+    evaluation = ConditionalEvaluation(ENCODING, frames, values, render=render, reader_frames=300)
+    report = evaluation.report(render(asked, 7), asked)
+    assert report["reader"] == "features, trained on 300 frames rendered afresh"
+    assert report["fidelity"]["energy"]["real"] > 0.3 and report["fidelity"]["type"]["real"] > 0.5
+    with pytest.raises(ValueError, match=r"--reader-frames .*\(builtin:particles-cond\)"):
+        ConditionalEvaluation(ENCODING, frames, values, reader_frames=300)
+    with pytest.raises(ValueError, match="reader must be one of features, cnn"):
+        ConditionalEvaluation(ENCODING, frames, values, render=render, reader="pixels")
 
 
 def test_command_line_on_a_tiny_conditional_checkpoint_matches_training_evaluation(tmp_path, capsys):
@@ -136,7 +201,14 @@ def test_command_line_on_a_tiny_conditional_checkpoint_matches_training_evaluati
         assert logged[f"fidelity/{name}/generated"] == pytest.approx(entry["generated"])
         assert logged[f"fidelity/{name}/real"] == pytest.approx(entry["real"])
 
-    # The one-line errors, in this process (a process start costs more than the check).
+    # The CNN reader on rendered frames, in this process (a process start costs more than the check).
+    assert main(["--ckpt", ckpt, "--num-samples", "8", "--reader", "cnn", "--reader-steps", "2",
+                 "--reader-frames", "20", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["reader"] == "cnn, trained on 20 frames rendered afresh"
+    assert set(report["fidelity"]["field"]["by_class"]["type"]) == set(particles.CONDITIONAL_KINDS)
+
+    # The one-line errors.
     assert main(["--ckpt", ckpt, "--band", "type=1:2"]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "continuous label (energy, field)" in error
