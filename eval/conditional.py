@@ -216,7 +216,7 @@ class ConditionalEvaluation:
 
     def __init__(self, encoding: LabelEncoding, real_frames, real_values: dict[str, list], *,
                  render: Callable | None = None, bins: int = 5, seed: int = 0, reader: str = "features",
-                 reader_frames: int = 0, reader_steps: int = 2000, flips: bool = True):
+                 reader_frames: int = 0, reader_steps: int = 6000, flips: bool = True):
         if not encoding.c_dim:
             raise ValueError("the conditional evaluation needs labels (an encoding with c_dim > 0)")
         if reader not in READERS:
@@ -669,7 +669,7 @@ def main(argv: list[str] | None = None) -> int:
                         "CNN on the pixels: minutes, sees a track's curvature)")
     parser.add_argument("--reader-frames", type=int, default=0, metavar="N", help="built-in set: train the reader "
                         "on N frames rendered afresh at labels drawn from the real rows instead of the real frames")
-    parser.add_argument("--reader-steps", type=int, default=2000, help="the CNN reader's training steps")
+    parser.add_argument("--reader-steps", type=int, default=6000, help="the CNN reader's training steps")
     parser.add_argument("--fid", action="store_true", help="also FID/KID per class of each discrete label "
                         "(Inception: minutes on a CPU)")
     parser.add_argument("--seed", type=int, default=0, help="sample i depends on (seed, i); also the reader's seed")
