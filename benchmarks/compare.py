@@ -15,7 +15,9 @@ The report (report.md + PNG figures) holds FID and KID against kimg, sample
 grids beside real images, throughput, peak GPU memory, parameter counts, the
 training wall-clock needed to reach FID thresholds, the physics statistics
 in data units (eval/stats.py) and the physics tests (eval/physics.py: separation
-powers, FPD/KPD, classifier AUCs where present) beside their real-vs-real floors.
+powers, FPD/KPD, classifier AUCs where present) beside their real-vs-real floors,
+and for conditional runs each label's fidelity (its figure against kimg) and
+response ratios (eval/conditional.py).
 """
 
 import argparse
@@ -138,16 +140,21 @@ X_AXES = {"kimg": ("kimg (thousands of real images shown)", 1.0),
           "wallclock_s": ("training wall-clock, hours (evaluation included)", 1 / 3600)}
 
 
-def plot_metric(runs: list[dict], key: str, ylabel: str, path: str, x: str = "kimg") -> None:
-    """`key` of every run's evaluations against kimg or against training wall-clock."""
+def metric(record: dict, key: str | tuple[str, str]):
+    """An evaluation's number: record[key], or record[section][name] for a key (section, name)."""
+    return record.get(key) if isinstance(key, str) else record.get(key[0], {}).get(key[1])
+
+
+def plot_metric(runs: list[dict], key: str | tuple[str, str], ylabel: str, path: str, x: str = "kimg") -> None:
+    """`key` (see `metric`) of every run's evaluations against kimg or against training wall-clock."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     xlabel, scale = X_AXES[x]
     fig, ax = plt.subplots(figsize=(6, 4))
     for run in runs:
-        records = [r for r in run["records"] if r.get(x) is not None and r.get(key) is not None]
-        ax.plot([r[x] * scale for r in records], [r[key] for r in records], marker="o", markersize=3,
+        records = [r for r in run["records"] if r.get(x) is not None and metric(r, key) is not None]
+        ax.plot([r[x] * scale for r in records], [metric(r, key) for r in records], marker="o", markersize=3,
                 label=label(run))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -242,6 +249,40 @@ def physics_section(runs: list[dict]) -> list[str]:
                         "docs/physics.md).", ""]
 
 
+def conditional_labels(runs: list[dict]) -> list[str]:
+    """The labels whose fidelity the conditional runs' last evaluations logged (training/loop.py)."""
+    names = []
+    for run in runs:
+        for key in run["records"][-1].get("conditional", {}):
+            if key.startswith("fidelity/") and key.split("/")[1] not in names:
+                names.append(key.split("/")[1])
+    return names
+
+
+def conditional_section(runs: list[dict]) -> list[str]:
+    """Conditional runs (eval/conditional.py's numbers logged at each evaluation): each label's fidelity on
+    generated frames beside the same reader's on real ones, and each response ratio, at the last evaluation."""
+    finals = [(run, run["records"][-1]["conditional"]) for run in runs if "conditional" in run["records"][-1]]
+    if not finals:
+        return []
+    lines = ["## Labels: does a frame show its setting?", "",
+             "| last evaluation | " + " | ".join(label(r) for r, _ in finals) + " |",
+             "|" + " --- |" * (1 + len(finals))]
+    lines += [f"| fidelity, {name}: generated (real) | " + " | ".join(
+        f"{fmt(found.get(f'fidelity/{name}/generated'), 3)} ({fmt(found.get(f'fidelity/{name}/real'), 3)})"
+        for _, found in finals) + " |" for name in conditional_labels(runs)]
+    responses = []
+    for _, found in finals:
+        responses += [key for key in found if key.startswith("response/") and key not in responses]
+    lines += [f"| response ratio, {key.split('/')[1]}: {key.split('/')[2]} | " + " | ".join(
+        fmt(found.get(key), 2) for _, found in finals) + " |" for key in responses]
+    return lines + ["", "Fidelity: R² (continuous label) or accuracy (discrete) of the label a reader trained on "
+                        "real frames reads back from generated frames asked for it, beside its score on real "
+                        "frames; response ratio: how far each statistic's per-bin means sit from the real ones, "
+                        "over the real-vs-real floor (about 1 for an ideal generator). eval/conditional.py and "
+                        "docs/conditional.md.", ""]
+
+
 def write_report(runs: list[dict], out_dir: str, title: str = "Model comparison") -> str:
     os.makedirs(out_dir, exist_ok=True)
     figures = [("fid.png", "FID against kimg"), ("fid_wallclock.png", "FID against training wall-clock"),
@@ -253,6 +294,10 @@ def write_report(runs: list[dict], out_dir: str, title: str = "Model comparison"
         plot_metric(runs, "precision", "precision (higher: samples look real)", os.path.join(out_dir, "precision.png"))
         plot_metric(runs, "recall", "recall (higher: samples cover the data)", os.path.join(out_dir, "recall.png"))
         figures += [("precision.png", "precision against kimg"), ("recall.png", "recall against kimg")]
+    for name in conditional_labels(runs):
+        plot_metric(runs, ("conditional", f"fidelity/{name}/generated"),
+                    f"fidelity of {name} on generated frames", os.path.join(out_dir, f"fidelity_{name}.png"))
+        figures.append((f"fidelity_{name}.png", f"fidelity of {name} (R² or accuracy) against kimg"))
     plot_samples(runs, os.path.join(out_dir, "samples.png"))
     figures.append(("samples.png", "Real images and each run's newest samples"))
 
@@ -280,7 +325,7 @@ def write_report(runs: list[dict], out_dir: str, title: str = "Model comparison"
             + f" | {fmt(best_kid['kid'], 2, 1e3)} ({fmt(best_kid['kimg'], 2)}) | {fmt(final.get('precision'), 3)} "
               f"| {fmt(final.get('recall'), 3)} | "
             + (f"{copies['pixel']:.3f} / {copies['inception']:.3f}" if copies else "–") + " |")
-    lines += ["", *stats_section(runs), *physics_section(runs)]
+    lines += ["", *stats_section(runs), *physics_section(runs), *conditional_section(runs)]
     for name, caption in figures:
         lines += ["", f"![{caption}]({name})"]
     lines += ["", "Times are training wall-clock (evaluation included) to the first evaluation at or below the "

@@ -63,6 +63,28 @@ def test_report_from_two_runs_holds_their_numbers(tmp_path):
     assert auc_cells[1].strip() == "–"
 
 
+def test_conditional_runs_report_their_label_fidelity_and_response(tmp_path):
+    from benchmarks.compare import conditional_section, plot_metric
+
+    def run(name, fidelity):
+        records = [{"kimg": kimg, "conditional": {"fidelity/energy/generated": value, "fidelity/energy/real": 0.58,
+                                                  "fidelity/type/generated": value + 0.1, "fidelity/type/real": 0.68,
+                                                  "response/energy/occupancy": 1 / value}}
+                   for kimg, value in zip((25, 50), fidelity)]
+        return {"name": name, "dir": str(tmp_path / name), "records": records}
+
+    runs = [run("stylegan2", (0.2, 0.5)), run("sagan", (0.1, 0.25)), {"name": "plain", "dir": "p",
+                                                                        "records": [{"kimg": 25, "fid": 40.0}]}]
+    lines = conditional_section(runs)
+    assert lines[2] == "| last evaluation | stylegan2 (stylegan2) | sagan (sagan) |"
+    assert "| fidelity, energy: generated (real) | 0.500 (0.580) | 0.250 (0.580) |" in lines
+    assert "| fidelity, type: generated (real) | 0.600 (0.680) | 0.350 (0.680) |" in lines
+    assert "| response ratio, energy: occupancy | 2.00 | 4.00 |" in lines
+    assert conditional_section(runs[2:]) == []
+    plot_metric(runs, ("conditional", "fidelity/energy/generated"), "fidelity", str(tmp_path / "fidelity.png"))
+    assert Image.open(tmp_path / "fidelity.png").size[0] > 300
+
+
 def test_training_mode_trains_both_models_on_one_budget(tmp_path):
     out = tmp_path / "compare"
     run_script("benchmarks/compare.py", [
