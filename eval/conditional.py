@@ -11,12 +11,13 @@ frame, at Otsu's threshold of the real pixels). Three questions:
 - response curves: for each continuous label, its training range cut into `--bins` equal bins; per
   bin the mean and spread of each statistic over the generated frames asked for labels in the bin
   and over the real frames labelled there, |mean generated - mean real| beside the real-vs-real
-  floor: the same difference between the real set and a second real set. For `builtin:particles-cond`
-  the second set is rendered afresh at the generated frames' labels (other hits and tracks, the very
-  settings asked for: what an ideal generator would score); for a user's data it is two random halves
-  of the real set (so the floor compares half-size sets). `ratio` per label and statistic: the sum
-  over bins of the differences over the sum of the floors (about 1: as far from the real set as real
-  frames are; the per-bin numbers are noisier);
+  floor: the same difference between the real set and a second real set, averaged over FLOOR_DRAWS
+  (5) second sets, since a single draw can land near zero by chance. For `builtin:particles-cond`
+  each second set is rendered afresh at the generated frames' labels (other hits and tracks, the very
+  settings asked for: what an ideal generator would score); for a user's data they are random splits
+  of the real set into two halves (so the floor compares half-size sets). `ratio` per label and
+  statistic: the sum over bins of the differences over the sum of the floors (about 1: as far from
+  the real set as real frames are; the per-bin numbers are noisier);
 - label fidelity: a reader trained on the real frames to read every label from a frame (a regression
   per continuous label, a classifier per discrete one), applied to the generated frames: R²
   (continuous) / accuracy (discrete) against the labels they were asked for, beside the same reader's
@@ -75,7 +76,11 @@ UNREADABLE_R2 = 0.2              # below this R² on real frames (or chance + 0.
 UNREADABLE_ACCURACY_GAIN = 0.1
 RENDER_ARGUMENT = {"energy": "energy", "field": "field", "type": "kind"}  # label -> render_conditional_frame's
 FRESH_SEED_STRIDE = 1000  # copy k of the built-in set is rendered with seed data_seed + k * FRESH_SEED_STRIDE
-READER_COPY = 5           # the content set the reader trains on when it trains on rendered frames (the floor: 1, band: 2-3)
+# The built-in set's content sets: 1 and 31-34 the floor's second sets (1 also the reader's real frames), 2-3 the
+# band's, 5 the reader's training frames when rendered; benchmarks/utility.py uses 4 and 10 on.
+FLOOR_DRAWS = 5
+FLOOR_COPIES = (1, 31, 32, 33, 34)
+READER_COPY = 5
 READERS = ("features", "cnn")
 
 
@@ -233,9 +238,13 @@ class ConditionalEvaluation:
             train_rows = np.arange(len(self.real))
         else:
             order = np.random.default_rng(seed).permutation(len(self.real))
-            halves = order[:len(order) // 2], order[len(order) // 2:2 * (len(order) // 2)]
-            self.floor_sets = tuple((_subset(self.real_values, rows),
-                                     {k: v[rows] for k, v in self.real_statistics.items()}) for rows in halves)
+            self.floor_pairs = []  # FLOOR_DRAWS splits into two halves, the first by `order`
+            for draw in range(FLOOR_DRAWS):
+                split = order if draw == 0 else np.random.default_rng([seed, draw]).permutation(len(self.real))
+                halves = split[:len(split) // 2], split[len(split) // 2:2 * (len(split) // 2)]
+                self.floor_pairs.append(tuple((_subset(self.real_values, rows),
+                                               {k: v[rows] for k, v in self.real_statistics.items()})
+                                              for rows in halves))
             quarter = max(len(order) // 4, 1)
             train_rows, held_out = np.sort(order[quarter:]), np.sort(order[:quarter])
         if reader_frames:
@@ -255,8 +264,8 @@ class ConditionalEvaluation:
 
     @property
     def floor_kind(self) -> str:
-        return ("two random halves of the real set" if self.render is None else
-                "the real set against frames rendered afresh at the generated frames' labels")
+        return (f"two random halves of the real set, {FLOOR_DRAWS} splits" if self.render is None else
+                f"the real set against frames rendered afresh at the generated frames' labels, {FLOOR_DRAWS} sets")
 
     def read(self, frames: np.ndarray) -> dict[str, list]:
         """The labels the reader reads from single-channel frames [N, H, W]."""
@@ -269,14 +278,15 @@ class ConditionalEvaluation:
     def _bin_of(self, name: str, values: list) -> np.ndarray:
         return np.clip(np.digitize(np.asarray(values, np.float64), self.bin_edges(name)) - 1, 0, self.bins - 1)
 
-    def response(self, name: str, generated_values: dict, generated_statistics: dict, floor_sets) -> dict:
+    def response(self, name: str, generated_values: dict, generated_statistics: dict, floor_pairs: list) -> dict:
         """The response curves of one continuous label: per bin and statistic, generated against real; the
-        floor: the same difference between the two real sets `floor_sets` ((values, statistics) each)."""
+        floor: the same difference between two real sets, averaged over `floor_pairs` (pairs of (values,
+        statistics)): one draw of a difference can land near zero by chance, the mean of a few cannot."""
         edges = self.bin_edges(name)
         real_bin, generated_bin = self._bin_of(name, self.real_values[name]), self._bin_of(name,
                                                                                            generated_values[name])
-        (values_a, statistics_a), (values_b, statistics_b) = floor_sets
-        bin_a, bin_b = self._bin_of(name, values_a[name]), self._bin_of(name, values_b[name])
+        binned_pairs = [tuple((self._bin_of(name, values[name]), statistics) for values, statistics in pair)
+                        for pair in floor_pairs]
         curves = {}
         for key in PER_FRAME:
             curve = {field: [] for field in ("generated_mean", "generated_std", "real_mean", "real_std",
@@ -284,9 +294,13 @@ class ConditionalEvaluation:
             for b in range(self.bins):
                 generated = generated_statistics[key][generated_bin == b]
                 real = self.real_statistics[key][real_bin == b]
-                a, second = statistics_a[key][bin_a == b], statistics_b[key][bin_b == b]
+                floors = []
+                for (bin_a, statistics_a), (bin_b, statistics_b) in binned_pairs:
+                    a, second = statistics_a[key][bin_a == b], statistics_b[key][bin_b == b]
+                    if len(a) >= 2 and len(second) >= 2:
+                        floors.append(abs(float(a.mean()) - float(second.mean())))
                 (g_mean, g_std), (r_mean, r_std) = _mean_std(generated), _mean_std(real)
-                defined = g_mean is not None and r_mean is not None and len(a) >= 2 and len(second) >= 2
+                defined = g_mean is not None and r_mean is not None and len(floors) > 0
                 curve["generated_mean"].append(g_mean)
                 curve["generated_std"].append(g_std)
                 curve["real_mean"].append(r_mean)
@@ -294,7 +308,7 @@ class ConditionalEvaluation:
                 curve["num_generated"].append(int(len(generated)))
                 curve["num_real"].append(int(len(real)))
                 curve["difference"].append(abs(g_mean - r_mean) if defined else None)
-                curve["floor"].append(abs(float(a.mean()) - float(second.mean())) if defined else None)
+                curve["floor"].append(float(np.mean(floors)) if defined else None)
             pairs = [(d, f) for d, f in zip(curve["difference"], curve["floor"]) if d is not None]
             floor_sum = sum(f for _, f in pairs)
             curve["ratio"] = sum(d for d, _ in pairs) / floor_sum if pairs and floor_sum > 0 else None
@@ -323,12 +337,12 @@ class ConditionalEvaluation:
         read_generated = self.read(generated)
         if self.render is not None:
             # What an ideal generator would score: real frames rendered afresh at the very labels asked for.
-            rendered = single_channel(self.render(generated_values, 1))
-            floor_sets = ((self.real_values, self.real_statistics),
-                          (generated_values, per_frame_statistics(rendered, self.threshold)))
-            real_asked, real_read = generated_values, self.read(rendered)
+            rendered = [single_channel(self.render(generated_values, copy)) for copy in FLOOR_COPIES]
+            floor_pairs = [((self.real_values, self.real_statistics),
+                            (generated_values, per_frame_statistics(frames, self.threshold))) for frames in rendered]
+            real_asked, real_read = generated_values, self.read(rendered[0])
         else:
-            floor_sets, real_asked, real_read = self.floor_sets, self.held_out_values, self.held_out_read
+            floor_pairs, real_asked, real_read = self.floor_pairs, self.held_out_values, self.held_out_read
         fidelity_generated = fidelity_scores(self.encoding, generated_values, read_generated)
         fidelity_real = fidelity_scores(self.encoding, real_asked, real_read)
         num_real = len(next(iter(real_asked.values())))
@@ -338,7 +352,7 @@ class ConditionalEvaluation:
         for column in self.encoding.columns:
             if column.kind == "continuous":
                 report["response"][column.name] = self.response(column.name, generated_values, statistics,
-                                                                floor_sets)
+                                                                floor_pairs)
                 chance = None
             else:
                 report["classes"][column.name] = self.per_class(column.name, generated, generated_values)

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from plumbing import run_script
-from eval.conditional import ConditionalEvaluation, builtin_renderer, class_fid, main, per_frame_statistics
+from eval.conditional import (FLOOR_COPIES, ConditionalEvaluation, builtin_renderer, class_fid, main,
+                              per_frame_statistics)
 from training import particles
 from training.labels import LabelColumn, LabelEncoding
 
@@ -37,7 +38,7 @@ def built_in():
 def test_an_ideal_generator_is_within_the_floor_and_reads_back_like_real_frames(built_in):
     evaluation, render, _, _, asked = built_in
     report = evaluation.report(render(asked, 7), asked)  # content set 7: neither the real one nor the floor's
-    assert report["floor"] == "the real set against frames rendered afresh at the generated frames' labels"
+    assert report["floor"] == "the real set against frames rendered afresh at the generated frames' labels, 5 sets"
     for name in ("energy", "field"):
         ratios = [curve["ratio"] for curve in report["response"][name]["statistics"].values()]
         assert np.mean(ratios) < 2, (name, ratios)
@@ -73,15 +74,15 @@ def test_response_numbers_are_the_per_bin_means_and_the_floor_the_second_real_se
     threshold = report["threshold"]
     real_occupancy = (frames[:, 0] > threshold).mean((1, 2))
     generated_occupancy = (generated > threshold).mean((1, 2))
-    second_occupancy = (render(asked, 1) > threshold).mean((1, 2))
+    second_occupancies = [(render(asked, copy) > threshold).mean((1, 2)) for copy in FLOOR_COPIES]
     energy, asked_energy = np.array(values["energy"]), np.array(asked["energy"])
     real_in, generated_in = (energy >= 2.6) & (energy < 3.4), (asked_energy >= 2.6) & (asked_energy < 3.4)
     occupancy = curve["statistics"]["occupancy"]
     assert occupancy["real_mean"][2] == pytest.approx(real_occupancy[real_in].mean())
     assert occupancy["generated_mean"][2] == pytest.approx(generated_occupancy[generated_in].mean())
     assert occupancy["num_real"][2] == real_in.sum() and occupancy["num_generated"][2] == generated_in.sum()
-    assert occupancy["floor"][2] == pytest.approx(abs(real_occupancy[real_in].mean()
-                                                      - second_occupancy[generated_in].mean()))
+    assert occupancy["floor"][2] == pytest.approx(np.mean([abs(real_occupancy[real_in].mean() - second[generated_in].mean())
+                                                           for second in second_occupancies]))
     assert occupancy["difference"][2] == pytest.approx(abs(occupancy["generated_mean"][2] - occupancy["real_mean"][2]))
     statistics = per_frame_statistics(frames[:, 0].astype(np.float64), threshold)
     assert statistics["occupancy"] == pytest.approx(real_occupancy)
@@ -105,7 +106,18 @@ def test_a_users_data_gets_the_two_halves_floor_and_a_held_out_quarter(built_in)
     evaluation = ConditionalEvaluation(ENCODING, frames[:120], {k: v[:120] for k, v in values.items()})
     assert len(evaluation.held_out_values["energy"]) == 30
     report = evaluation.report(frames[120:], {k: v[120:] for k, v in values.items()})
-    assert report["floor"] == "two random halves of the real set"
+    assert report["floor"] == "two random halves of the real set, 5 splits"
+    # The floor of a bin: |mean of one half - mean of the other| over the real frames in it, averaged over the
+    # five splits (the first by the seed's permutation, the others by (seed, k)'s).
+    occupancy = per_frame_statistics(frames[:120, 0].astype(np.float64), report["threshold"])["occupancy"]
+    in_bin = (np.array(values["energy"][:120]) >= 2.6) & (np.array(values["energy"][:120]) < 3.4)
+    floors = []
+    for split in [np.random.default_rng(0).permutation(120)] + [np.random.default_rng([0, k]).permutation(120)
+                                                                for k in range(1, 5)]:
+        a, b = np.zeros(120, bool), np.zeros(120, bool)
+        a[split[:60]], b[split[60:]] = True, True
+        floors.append(abs(occupancy[a & in_bin].mean() - occupancy[b & in_bin].mean()))
+    assert report["response"]["energy"]["statistics"]["occupancy"]["floor"][2] == pytest.approx(np.mean(floors))
     assert all(entry["num_real"] == 30 for entry in report["fidelity"].values())
     with pytest.raises(ValueError, match="builtin:particles-cond"):
         evaluation.band("energy", 2.5, 3.5, frames[120:], {k: v[120:] for k, v in values.items()})
