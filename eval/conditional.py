@@ -78,8 +78,8 @@ RENDER_ARGUMENT = {"energy": "energy", "field": "field", "type": "kind"}  # labe
 FRESH_SEED_STRIDE = 1000  # copy k of the built-in set is rendered with seed data_seed + k * FRESH_SEED_STRIDE
 # The built-in set's content sets: 1 and 31-34 the floor's second sets (1 also the reader's real frames), 2-3 the
 # band's, 5 the reader's training frames when rendered; benchmarks/utility.py uses 4 and 10 on.
-FLOOR_DRAWS = 5
 FLOOR_COPIES = (1, 31, 32, 33, 34)
+FLOOR_DRAWS = len(FLOOR_COPIES)  # second sets per floor: rendered copies, or splits into halves of a user's data
 READER_COPY = 5
 READERS = ("features", "cnn")
 
@@ -375,14 +375,12 @@ class ConditionalEvaluation:
                 continue
             result[column.name] = {}
             for label in column.classes:
-                entry = {}
+                entry = result[column.name][label] = {}
                 for side, (asked, read) in (("generated", generated), ("real", real)):
                     rows = np.flatnonzero([str(v) == label for v in asked[column.name]])
-                    entry[f"num_{side}"] = int(len(rows))
                     entry[side] = (fidelity_scores(self.encoding, _subset(asked, rows), _subset(read, rows))[name]
                                    if len(rows) >= 2 else None)
-                result[column.name][label] = {key: entry[key] for key in ("generated", "real", "num_generated",
-                                                                          "num_real")}
+                    entry[f"num_{side}"] = int(len(rows))
         return result
 
     def band(self, name: str, low: float, high: float, generated_frames, generated_values: dict[str, list]) -> dict:
