@@ -4,6 +4,7 @@ end to end on a tiny conditional checkpoint."""
 
 import json
 import os
+from argparse import Namespace
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import torch
 from plumbing import run_script
 from eval.conditional import (FLOOR_COPIES, ConditionalEvaluation, builtin_renderer, class_fid, main,
                               per_frame_statistics)
+from eval.stats import checkpoint_frames
 from training import particles
 from training.labels import LabelColumn, LabelEncoding
 
@@ -231,6 +233,19 @@ def test_command_line_on_a_tiny_conditional_checkpoint_matches_training_evaluati
     assert main(["--ckpt", str(tmp_path / "unconditional.pt")]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "trained without labels" in error
+
+    # A run with a band left out is compared with the frames it trained on, as training's evaluation does:
+    # eval/stats.py and eval/physics.py leave the band out of the real set.
+    checkpoint = torch.load(ckpt, weights_only=True)
+    checkpoint["config"]["data"]["label_exclude"] = ["energy:2.5:3.5"]
+    torch.save(checkpoint, tmp_path / "band.pt")
+    frames, rows = particles.render_conditional(32, 16, seed=0)
+    outside = [i for i, row in enumerate(rows) if not 2.5 <= row["energy"] <= 3.5]
+    assert 0 < len(outside) < 32
+    arguments = Namespace(ckpt=str(tmp_path / "band.pt"), data=None, device="cpu", seed=0, truncation=1.0,
+                          no_ema=False, num_samples=4, batch_size=4)
+    real, fake, _ = checkpoint_frames(arguments)
+    assert torch.equal(real, torch.from_numpy(frames[outside]).to(real.dtype)) and len(fake) == 4
 
 
 def test_per_class_fid_scores_each_class_of_frames_apart(built_in):
