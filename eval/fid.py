@@ -547,20 +547,30 @@ def checkpoint_sampler(path: str, device, **options) -> tuple[dict, Callable]:
         raise CheckpointError(f"cannot rebuild the generator of {path}: {reason}") from None
 
 
-def checkpoint_real_images(checkpoint: dict, ckpt_path: str, data: str | None = None) -> tuple[str, torch.Tensor]:
-    """(path, uint8 images) of the data a checkpoint was trained on, or of `data` at its resolution/channels.
-
-    Frames deeper than 8 bits are seen as the networks saw them: through the checkpoint's normalization.
-    """
+def checkpoint_training_frames(checkpoint: dict, ckpt_path: str, data: str | None = None) -> tuple[str, torch.Tensor]:
+    """(path, frames in data units) of the data a checkpoint was trained on, or of `data` at its
+    resolution/channels. A band left out of training (data.label_exclude) stays out, as in training's own
+    evaluation: the generator draws its labels without it."""
     from training.data import load_images
-    from training.normalize import normalization_from_config
 
     try:
         config = checkpoint["config"]["data"]
         path, resolution, channels = data or config["path"], config["resolution"], config["channels"]
     except (KeyError, TypeError):
         raise EvalError(f"{ckpt_path}: the checkpoint's config has no data.path/resolution/channels") from None
-    return path, normalization_from_config(config).to_uint8(load_images(path, resolution, channels))
+    if data is None and config.get("label_exclude"):
+        from eval.conditional import conditional_encoding, training_set
+        return path, training_set(config, conditional_encoding(checkpoint, ckpt_path, "data.label_exclude"))[0]
+    return path, load_images(path, resolution, channels)
+
+
+def checkpoint_real_images(checkpoint: dict, ckpt_path: str, data: str | None = None) -> tuple[str, torch.Tensor]:
+    """`checkpoint_training_frames` as uint8: frames deeper than 8 bits are seen as the networks saw them,
+    through the checkpoint's normalization."""
+    from training.normalize import normalization_from_config
+
+    path, frames = checkpoint_training_frames(checkpoint, ckpt_path, data)
+    return path, normalization_from_config(checkpoint["config"]["data"]).to_uint8(frames)
 
 
 def _folder_scores(args, device: torch.device) -> dict:

@@ -287,8 +287,7 @@ def format_report(report: dict) -> str:
 
 def checkpoint_frames(args) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """(real frames, generated frames, the checkpoint's data config) of a checkpoint, frames in data units."""
-    from eval.fid import EvalError, checkpoint_sampler
-    from training.data import load_images
+    from eval.fid import EvalError, checkpoint_sampler, checkpoint_training_frames
     from training.normalize import normalization_from_config
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -297,13 +296,7 @@ def checkpoint_frames(args) -> tuple[torch.Tensor, torch.Tensor, dict]:
     if checkpoint["model"] == "singan":
         raise EvalError(f"{args.ckpt} is a SinGAN checkpoint: one training image has no distribution to compare")
     data = checkpoint["config"]["data"]
-    if not args.data and data.get("label_exclude"):
-        # The frames it trained on, as training's own evaluation scores it: a band left out of training
-        # (data.label_exclude) stays out of the real set, since the generator draws its labels without it.
-        from eval.conditional import conditional_encoding, training_set
-        real = training_set(data, conditional_encoding(checkpoint, args.ckpt, "data.label_exclude"))[0]
-    else:
-        real = load_images(args.data or data["path"], data["resolution"], data["channels"])
+    _, real = checkpoint_training_frames(checkpoint, args.ckpt, args.data)
     normalization = normalization_from_config(data)
     num = args.num_samples or checkpoint["config"].get("eval", {}).get("num_samples", 1000)
     fake = []

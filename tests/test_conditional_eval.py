@@ -13,6 +13,7 @@ import torch
 from plumbing import run_script
 from eval.conditional import (FLOOR_COPIES, ConditionalEvaluation, builtin_renderer, class_fid, main,
                               per_frame_statistics)
+from eval.fid import checkpoint_real_images
 from eval.stats import checkpoint_frames
 from training import particles
 from training.labels import LabelColumn, LabelEncoding
@@ -235,7 +236,7 @@ def test_command_line_on_a_tiny_conditional_checkpoint_matches_training_evaluati
     assert error.count("\n") == 1 and "trained without labels" in error
 
     # A run with a band left out is compared with the frames it trained on, as training's evaluation does:
-    # eval/stats.py and eval/physics.py leave the band out of the real set.
+    # eval/stats.py, physics.py, fid.py and memorization.py leave the band out of the real set.
     checkpoint = torch.load(ckpt, weights_only=True)
     checkpoint["config"]["data"]["label_exclude"] = ["energy:2.5:3.5"]
     torch.save(checkpoint, tmp_path / "band.pt")
@@ -246,6 +247,8 @@ def test_command_line_on_a_tiny_conditional_checkpoint_matches_training_evaluati
                           no_ema=False, num_samples=4, batch_size=4)
     real, fake, _ = checkpoint_frames(arguments)
     assert torch.equal(real, torch.from_numpy(frames[outside]).to(real.dtype)) and len(fake) == 4
+    _, images = checkpoint_real_images(checkpoint, "band.pt")
+    assert images.dtype == torch.uint8 and len(images) == len(outside)
 
 
 def test_per_class_fid_scores_each_class_of_frames_apart(built_in):
