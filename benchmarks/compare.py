@@ -283,6 +283,15 @@ def conditional_section(runs: list[dict]) -> list[str]:
                         "docs/conditional.md.", ""]
 
 
+def real_frames_phrase(runs: list[dict]) -> str:
+    """What the runs' last evaluations scored against: '300 real ones', or, where a run trained on fewer
+    frames (a band left out), 'the 232 or 300 real ones each run trained on'."""
+    counts = sorted({run["records"][-1].get("num_real", "?") for run in runs}, key=str)
+    if len(counts) == 1:
+        return f"{counts[0]} real ones"
+    return f"the {' or '.join(map(str, counts))} real ones each run trained on"
+
+
 def write_report(runs: list[dict], out_dir: str, title: str = "Model comparison") -> str:
     os.makedirs(out_dir, exist_ok=True)
     figures = [("fid.png", "FID against kimg"), ("fid_wallclock.png", "FID against training wall-clock"),
@@ -305,7 +314,7 @@ def write_report(runs: list[dict], out_dir: str, title: str = "Model comparison"
     lines = [f"# {title}", "",
              f"Data: `{data['path']}` at {data['resolution']}x{data['resolution']}, {data['channels']} channel(s). "
              f"Evaluation: FID/KID of {runs[0]['records'][-1].get('num_fake', '?')} generated images against "
-             f"{runs[0]['records'][-1].get('num_real', '?')} real ones.", "",
+             f"{real_frames_phrase(runs)}.", "",
              "| run | params G | params D | kimg | best FID (at kimg) | final FID | final KID ×10³ | img/s | "
              "s/kimg | peak GPU MiB | " + " | ".join(f"time to FID ≤ {t}" for t in FID_THRESHOLDS) +
              " | best KID ×10³ (at kimg) | final precision | final recall | copy rate pixel / Inception |",

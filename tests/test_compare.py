@@ -64,7 +64,7 @@ def test_report_from_two_runs_holds_their_numbers(tmp_path):
 
 
 def test_conditional_runs_report_their_label_fidelity_and_response(tmp_path):
-    from benchmarks.compare import conditional_section, plot_metric
+    from benchmarks.compare import conditional_section, plot_metric, real_frames_phrase
 
     def run(name, fidelity):
         records = [{"kimg": kimg, "conditional": {"fidelity/energy/generated": value, "fidelity/energy/real": 0.58,
@@ -81,6 +81,10 @@ def test_conditional_runs_report_their_label_fidelity_and_response(tmp_path):
     assert "| fidelity, type: generated (real) | 0.600 (0.680) | 0.350 (0.680) |" in lines
     assert "| response ratio, energy: occupancy | 2.00 | 4.00 |" in lines
     assert conditional_section(runs[2:]) == []
+    # A run with a band left out was scored against fewer real frames; the report's first line says so.
+    scored = [{"records": [{"num_real": 300}]}, {"records": [{"num_real": 232}]}, {"records": [{"num_real": 300}]}]
+    assert real_frames_phrase(scored) == "the 232 or 300 real ones each run trained on"
+    assert real_frames_phrase(scored[:1]) == "300 real ones"
     plot_metric(runs, ("conditional", "fidelity/energy/generated"), "fidelity", str(tmp_path / "fidelity.png"))
     assert Image.open(tmp_path / "fidelity.png").size[0] > 300
 
